@@ -1,0 +1,1 @@
+"""Experiments shared by the book's notebooks and ``python -m mapping.reproduce``."""

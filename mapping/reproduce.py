@@ -1,0 +1,63 @@
+"""Full-scale runs that CI cannot afford, written to ``results/<name>.json`` with their provenance.
+
+    python -m mapping.reproduce sinusoid                 # the MAML paper's setup: 70,000 meta-iterations
+    python -m mapping.reproduce sinusoid --mode quick    # the book's budget, for a check
+
+Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from . import budget, results
+from .device import get_device, seed_everything
+from .paths import cache_dir
+
+
+def sinusoid(args: argparse.Namespace) -> dict:
+    from .experiments.sinusoid import SinusoidConfig, config_dict, run
+    overrides = {"seed": args.seed}
+    if args.methods:
+        overrides["methods"] = tuple(args.methods)
+    config = SinusoidConfig.for_mode(args.mode, **overrides)
+    metrics, _, _ = run(config, args.device, cache_dir("checkpoints") if args.resume else None, progress=None)
+    return {"metrics": metrics, "config": config_dict(config)}
+
+
+EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mapping.reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--mode", choices=budget.MODES, default="full", help="budget (default: full)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", help="a subset of the experiment's methods")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    parser.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = get_device(args.device)
+    seed_everything(args.seed)
+    command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
+    record = results.provenance(args.experiment, command=command.strip(), mode=args.mode, seed=args.seed,
+                                device=args.device)
+    tic = time.perf_counter()
+    record.update(EXPERIMENTS[args.experiment](args))
+    record["wall_seconds"] = time.perf_counter() - tic
+    path = results.write(record, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

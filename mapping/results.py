@@ -1,0 +1,114 @@
+"""Results files with provenance: every number the book prints comes from one of these.
+
+A results file is small JSON::
+
+    {"name": "sinusoid", "command": "python -m mapping.reproduce sinusoid", "mode": "full",
+     "seed": 0, "device": "...", "torch": "2.13.0", "python": "3.11.7", "commit": "abc123",
+     "dirty": false, "date": "...", "wall_seconds": 1234.5, "config": {...},
+     "metrics": {"maml/k5/step1/mse": 0.61, "maml/k5/step1/ci95": 0.05, ...}}
+
+Metric keys are flat strings ``method/setting/.../name`` so later chapters can add their own.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .device import device_name
+
+PROVENANCE_FIELDS = ("name", "command", "mode", "seed", "device", "torch", "python", "commit", "wall_seconds")
+
+
+def results_dir() -> Path:
+    """``$MAPPING_RESULTS`` if set, else the repository's ``results/`` next to the package."""
+    env = os.environ.get("MAPPING_RESULTS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "results"
+
+
+def git_commit(root: Path | None = None) -> tuple[str, bool]:
+    """The commit of the checkout holding the package and whether its tracked files differ from it."""
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return commit, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def provenance(name: str, *, command: str, mode: str, seed: int, device: torch.device | None = None) -> dict[str, Any]:
+    """Everything needed to say where a number came from, except the metrics and the wall time."""
+    commit, dirty = git_commit()
+    return {
+        "name": name,
+        "command": command,
+        "mode": mode,
+        "seed": seed,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+        "dirty": dirty,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write(record: dict[str, Any], out_dir: str | os.PathLike | None = None) -> Path:
+    """Validate ``record`` and write ``<out_dir>/<name>.json`` atomically; return the path."""
+    missing = [k for k in PROVENANCE_FIELDS + ("metrics",) if k not in record]
+    if missing:
+        raise ValueError(f"record is missing the provenance fields {missing}")
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or not metrics:
+        raise ValueError("record['metrics'] must be a non-empty dict of 'a/b/c' -> number")
+    for key, value in metrics.items():
+        if not isinstance(key, str) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"metric {key!r} must map a string to a finite number, got {value!r}")
+    out = Path(out_dir) if out_dir is not None else results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{record['name']}.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(name: str, out_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """Read ``<out_dir>/<name>.json``; ``None`` when no full run is stored (e.g. a pip install)."""
+    path = (Path(out_dir) if out_dir is not None else results_dir()) / f"{name}.json"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def describe(record: dict[str, Any]) -> str:
+    """One line of provenance for a figure or table caption."""
+    commit = record["commit"][:10] + ("+dirty" if record.get("dirty") else "")
+    return (f"`{record['command']}` (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
+            f"torch {record['torch']}, commit {commit}, {record['wall_seconds'] / 60:.1f} min)")
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):
+        argv[0] = "-m " + Path(argv[0]).parent.name
+    return "python " + " ".join(argv)
