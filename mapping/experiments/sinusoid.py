@@ -18,7 +18,8 @@ from torch import nn
 
 from .. import budget
 from ..data import Sinusoid, TaskBatch
-from ..meta import ANIL, FOMAML, MAML, MetaSGD, Reptile, adaptation_curve, functional, params_of
+from ..meta import (ANIL, FOMAML, MAML, MetaSGD, Reptile, adaptation_curve, batched_inner_loop, functional,
+                    params_of)
 from ..nn import sinusoid_mlp
 from ..stats import mean_ci95
 from ..train import train
@@ -109,18 +110,42 @@ def eval_tasks(config: SinusoidConfig, k_shot: int, device: torch.device | str =
     return Sinusoid.maml().sample(config.eval_tasks, k_shot, config.eval_query, g).to(device)
 
 
+def _inner_parts(model: nn.Module, alpha: float | None) -> tuple:
+    """``(forward, params, alpha, adapt)`` of a trained model, for its own inner loop."""
+    if isinstance(model, MAML):  # MAML, FOMAML, Meta-SGD (learned rates), ANIL (head only)
+        return model._forward, model.params(), model.alpha if alpha is None else alpha, model.adapt_names
+    net = model.module if isinstance(model, Reptile) else model
+    rate = alpha if alpha is not None else getattr(model, "alpha", None)
+    if rate is None:
+        raise ValueError("alpha must be given for a model that has no inner learning rate of its own")
+    return functional(net), params_of(net), rate, None
+
+
 def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: float | None = None,
           check: bool = True) -> torch.Tensor:
     """Query MSE after 0..steps fine-tuning steps, ``(tasks, steps + 1)``, with the method's own inner loop.
 
     With ``check=False`` a task whose fine-tuning diverges gives non-finite entries instead of an error.
     """
-    if isinstance(model, MAML):  # MAML, FOMAML, Meta-SGD (learned rates), ANIL (head only)
-        return model.adaptation_curve(batch, F.mse_loss, steps, check=check)
-    net = model.module if isinstance(model, Reptile) else model
-    rate = alpha if alpha is not None else getattr(model, "alpha", None)
-    return adaptation_curve(functional(net), F.mse_loss, params_of(net), *batch.tensors(), steps=steps, alpha=rate,
+    forward, params, rate, adapt = _inner_parts(model, alpha)
+    return adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=steps, alpha=rate, adapt=adapt,
                             check=check)
+
+
+@torch.no_grad()
+def fits(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, grid: torch.Tensor,
+         steps: tuple[int, ...] = (0, 1, 10), alpha: float | None = None) -> dict[int, torch.Tensor]:
+    """Predictions on ``grid`` (points, 1) after each number of ``steps`` on one task's ``(shots, 1)`` support."""
+    forward, params, rate, adapt = _inner_parts(model, alpha)
+    params = {k: v.detach() for k, v in params.items()}
+    if isinstance(rate, dict):
+        rate = {k: v.detach() for k, v in rate.items()}
+    out = {}
+    for s in steps:
+        fast, _, _ = batched_inner_loop(forward, F.mse_loss, params, support_x[None], support_y[None], steps=s,
+                                        alpha=rate, first_order=True, adapt=adapt)
+        out[s] = forward({k: v[0] for k, v in fast.items()}, grid)[:, 0]  # (points,)
+    return out
 
 
 def tune_alpha(model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu") -> float:

@@ -1,0 +1,52 @@
+"""Figures made from stored full runs, for the README and the book's landing page.
+
+    python -m mapping.figures        # writes book/figures/sinusoid_methods.png from results/sinusoid.json
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+from . import plot, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.png") -> Path:
+    """Query MSE against adaptation steps (K = 5) for every method of the stored sinusoid run."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .experiments.sinusoid import LABELS, METHODS
+
+    record = results.load("sinusoid")
+    if record is None:
+        raise FileNotFoundError(f"no stored run: run `python -m mapping.reproduce sinusoid` to write "
+                                f"{results.results_dir() / 'sinusoid.json'}")
+    metrics = record["metrics"]
+    curves = {}
+    for name in METHODS:
+        keys = [f"{name}/k5/step{s}/mse" for s in range(11)]
+        if all(k in metrics for k in keys):
+            curves[LABELS[name]] = ([metrics[k] for k in keys], [metrics[k.replace("/mse", "/ci95")] for k in keys])
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    plot.error_curves(curves, ax=ax, logy=True, title="Sinusoid regression, K = 5: fine-tuning a meta-learned model")
+    commit = record["commit"][:10]
+    fig.text(0.01, 0.01, f"{record['command']} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
+             fontsize=6, color="gray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main() -> int:
+    print(f"wrote {sinusoid_methods()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

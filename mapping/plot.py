@@ -1,0 +1,70 @@
+"""Figures for the book. Each function draws on a given (or new) matplotlib Axes and returns it."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.axes import Axes
+from torch import Tensor
+
+COLORS = {"truth": "black", 0: "tab:green", 1: "tab:orange", 10: "tab:red", "support": "tab:purple"}
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
+    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
+
+
+def sinusoid_tasks(x: Tensor, y: Tensor, ax: Axes | None = None, title: str = "") -> Axes:
+    """Points of several tasks, ``x, y`` of shape ``(tasks, points, 1)``, one colour per task."""
+    ax = _axes(ax)
+    for t in range(x.shape[0]):
+        order = x[t, :, 0].argsort()
+        ax.plot(x[t, order, 0].cpu(), y[t, order, 0].cpu(), ".-", lw=1, ms=3)
+    ax.set(xlabel="x", ylabel="y", title=title)
+    return ax
+
+
+def adaptation_fit(grid: Tensor, truth: Tensor, predictions: Mapping[int, Tensor], support_x: Tensor,
+                   support_y: Tensor, ax: Axes | None = None, title: str = "") -> Axes:
+    """The MAML paper's Figure 2: ground truth, the K points, and the fit after 0, 1, ... steps."""
+    ax = _axes(ax)
+    ax.plot(grid.cpu(), truth.cpu(), color=COLORS["truth"], lw=2, label="ground truth")
+    for steps, pred in predictions.items():
+        label = "pre-update" if steps == 0 else f"{steps} grad step" + ("s" if steps > 1 else "")
+        ax.plot(grid.cpu(), pred.cpu(), "--", color=COLORS.get(steps), label=label)
+    ax.plot(support_x.cpu(), support_y.cpu(), "^", color=COLORS["support"], ms=8, label="points used for gradient")
+    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
+def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ax: Axes | None = None,
+                 title: str = "", ylabel: str = "query MSE", logy: bool = False) -> Axes:
+    """Mean and 95% CI band against the number of adaptation steps, one line per method."""
+    ax = _axes(ax)
+    for label, (mean, ci) in curves.items():
+        mean, ci = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(ci, dtype=torch.float64)
+        steps = torch.arange(len(mean))
+        ax.plot(steps, mean, marker="o", ms=3, label=label)
+        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+    ax.set(xlabel="adaptation steps", ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def training_curve(histories: Mapping[str, Mapping], ax: Axes | None = None, smooth: int = 10,
+                   title: str = "meta-training") -> Axes:
+    """Training loss (moving average over ``smooth`` logged points) against iterations."""
+    ax = _axes(ax)
+    for label, history in histories.items():
+        its = torch.tensor([h["iteration"] for h in history["train"]], dtype=torch.float64)
+        loss = torch.tensor([h["loss"] for h in history["train"]], dtype=torch.float64)
+        k = max(1, min(smooth, len(loss)))
+        avg = torch.nn.functional.avg_pool1d(loss[None, None], k, stride=1)[0, 0]
+        ax.plot(its[k - 1:], avg, label=label)
+    ax.set(xlabel="iteration", ylabel="training loss", title=title, yscale="log")
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,84 @@
+"""Learning curves that must improve: MAML on a smoke budget adapts, and beats the pretrained baseline."""
+import json
+
+import pytest
+import torch
+
+from mapping import results
+from mapping.experiments.sinusoid import SinusoidConfig, curve, eval_tasks, evaluate, meta_train, tune_alpha
+from mapping.reproduce import main as reproduce
+from mapping.stats import mean_ci95
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained():
+    config = SinusoidConfig.for_mode("smoke", eval_tasks=300)
+    maml, history = meta_train("maml", config, progress=False)
+    pretrained, _ = meta_train("pretrained", config, progress=False)
+    return config, maml, pretrained, history
+
+
+def test_maml_meta_training_loss_decreases(trained):
+    _, _, _, history = trained
+    losses = [h["loss"] for h in history["train"]]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.8 * first
+
+
+def test_maml_adapts_and_beats_the_pretrained_baseline(trained):
+    config, maml, pretrained, _ = trained
+    batch = eval_tasks(config, 10)
+    maml_curve = curve("maml", maml, batch, 10)  # (tasks, 11)
+    pre_curve = curve("pretrained", pretrained, batch, 10, tune_alpha(pretrained, config))
+    gain, gain_ci = mean_ci95(maml_curve[:, 0] - maml_curve[:, 1])  # paired over the same tasks
+    assert gain - gain_ci > 0, "one inner step must lower MAML's query MSE"
+    adv, adv_ci = mean_ci95(pre_curve[:, 1] - maml_curve[:, 1])
+    assert adv - adv_ci > 0, "after one step MAML must beat the pretrained model"
+    best_pre = pre_curve.mean(0).min()
+    assert maml_curve.mean(0)[1] < best_pre
+
+
+def test_evaluate_reports_every_shot_and_step(trained):
+    config, maml, _, _ = trained
+    metrics = evaluate("maml", maml, config)
+    for k in config.eval_shots:
+        for s in range(config.eval_steps + 1):
+            assert metrics[f"maml/k{k}/step{s}/mse"] > 0 and metrics[f"maml/k{k}/step{s}/ci95"] > 0
+
+
+def test_reproduce_writes_results_with_provenance(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPPING_CACHE", str(tmp_path / "cache"))
+    assert reproduce(["sinusoid", "--mode", "smoke", "--methods", "maml", "reptile", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "sinusoid.json").read_text())
+    for field in results.PROVENANCE_FIELDS + ("metrics", "config", "dirty", "date"):
+        assert field in record, field
+    assert record["mode"] == "smoke" and record["command"].startswith("python -m mapping.reproduce sinusoid")
+    assert "maml/k5/step1/mse" in record["metrics"] and "reptile/k20/step10/ci95" in record["metrics"]
+    assert record["config"]["iterations"] == SinusoidConfig.for_mode("smoke").iterations
+    assert results.load("sinusoid", tmp_path) == record
+    assert results.load("absent", tmp_path) is None
+
+
+def test_results_writer_rejects_bad_records(tmp_path):
+    good = {k: 1 for k in results.PROVENANCE_FIELDS} | {"name": "x", "metrics": {"a/b": 1.0}}
+    results.write(good, tmp_path)
+    with pytest.raises(ValueError, match="missing the provenance fields"):
+        results.write({"name": "x", "metrics": {"a": 1.0}}, tmp_path)
+    with pytest.raises(ValueError, match="must map a string to a finite number"):
+        results.write(good | {"metrics": {"a/b": float("nan")}}, tmp_path)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        results.write(good | {"metrics": {}}, tmp_path)
+
+
+def test_budget_modes(monkeypatch):
+    from mapping import budget
+    monkeypatch.setenv("MAPPING_MODE", "full")
+    assert budget.pick(smoke=1, quick=2, full=3) == 3
+    monkeypatch.delenv("MAPPING_MODE")
+    assert budget.mode() == "quick"
+    monkeypatch.setenv("MAPPING_MODE", "fast")
+    with pytest.raises(ValueError, match="MAPPING_MODE must be one of smoke, quick, full"):
+        budget.mode()
+    assert torch.get_default_dtype() == torch.float32

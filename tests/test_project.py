@@ -1,0 +1,95 @@
+"""The project's promises about itself: set-up files agree, the README's example and commands hold."""
+import re
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_matches_pyproject():
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    editable = [p for p in pip if p.startswith("-e ")]
+    listed = {p.replace(" ", "") for p in pip if not p.startswith("-e ")}
+    wanted = {r.replace(" ", "") for r in project["dependencies"] + sum(extras.values(), [])}
+    assert listed == wanted, f"only in environment.yml: {listed - wanted}; only in pyproject.toml: {wanted - listed}"
+    assert len(editable) == 1
+    named = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
+    assert named == set(extras), f"environment.yml installs extras {named}, pyproject.toml has {set(extras)}"
+    python = next(d for d in conda if d.startswith("python"))
+    minimum = tuple(int(x) for x in project["requires-python"].lstrip(">=").split("."))
+    assert tuple(int(x) for x in python.split("=")[1].split(".")) >= minimum
+
+
+def test_requirements_are_ranges_and_jupyter_book_is_pinned_below_2():
+    project = pyproject()["project"]
+    for req in project["dependencies"]:
+        assert "==" not in req, f"{req}: keep the package's requirements ranges (Colab ships its own torch)"
+    assert "jupyter-book>=1.0.4.post1,<2" in project["optional-dependencies"]["book"]
+
+
+def readme_block(heading):
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```(?:bash|python)\n(.*?)```", section, re.S).group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    command = readme_block("Run every test")
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in lines
+
+
+def test_readme_builds_the_book_into_build_html():
+    assert readme_block("Build the book").endswith("jupyter-book build .")
+
+
+def test_readme_example_runs_as_printed(capsys):
+    code = readme_block("Use `mapping` in your own code")
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    mse = float(re.search(r"query MSE after one step: ([0-9.e+-]+)", out).group(1))
+    assert 0 <= mse < 50
+
+
+def test_notebooks_are_committed_without_outputs():
+    import json
+    for path in (ROOT / "book").rglob("*.ipynb"):
+        if ".ipynb_checkpoints" in path.parts:
+            continue
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs") and cell.get("execution_count") is None, path
+
+
+def test_every_toc_entry_exists_and_every_page_has_bilingual_title():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for chapter in toc["chapters"]:
+        files.append(chapter["file"])
+        files += [s["file"] for s in chapter.get("sections", [])]
+    for name in files:
+        path = next((p for p in (ROOT / f"{name}.ipynb", ROOT / f"{name}.md") if p.exists()), None)
+        assert path is not None, name
+        text = path.read_text()
+        title = re.search(r"^# (.+)$", text if path.suffix == ".md" else "\n".join(
+            "".join(c["source"]) for c in __import__("json").loads(text)["cells"] if c["cell_type"] == "markdown"),
+            re.M).group(1)
+        assert re.search(r"[\u4e00-\u9fff]", title), f"{name}: title {title!r} lacks the article's Chinese heading"
+
+
+def test_python_version():
+    assert sys.version_info >= (3, 10)
