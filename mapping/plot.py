@@ -68,3 +68,15 @@ def training_curve(histories: Mapping[str, Mapping], ax: Axes | None = None, smo
     ax.set(xlabel="iteration", ylabel="training loss", title=title, yscale="log")
     ax.legend(fontsize=8)
     return ax
+
+
+def eval_curve(histories: Mapping[str, Mapping], key: str, ax: Axes | None = None, title: str = "",
+               ylabel: str | None = None) -> Axes:
+    """A periodic evaluation metric ``key`` of each history against iterations."""
+    ax = _axes(ax)
+    for label, history in histories.items():
+        points = [(h["iteration"], h[key]) for h in history["eval"] if key in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", ms=3, label=label)
+    ax.set(xlabel="iteration", ylabel=ylabel or key, title=title)
+    ax.legend(fontsize=8)
+    return ax

@@ -26,4 +26,5 @@ def test_book_builds_without_warnings(tmp_path):
         assert (html / page).is_file(), page
     maml = (html / "book/ch3/maml.html").read_text()
     assert "colab.research.google.com" in maml  # launch button
+    assert "<table" in (html / "book/ch3/reptile.html").read_text()  # tables displayed as Markdown render
     assert "Finn" in (html / "book/references.html").read_text()  # {cite} resolved through references.bib

@@ -59,6 +59,10 @@ def test_reproduce_writes_results_with_provenance(tmp_path, monkeypatch):
     assert record["config"]["iterations"] == SinusoidConfig.for_mode("smoke").iterations
     assert results.load("sinusoid", tmp_path) == record
     assert results.load("absent", tmp_path) is None
+    monkeypatch.setenv("MAPPING_RESULTS", str(tmp_path))
+    from mapping.figures import sinusoid_methods
+    png = sinusoid_methods(tmp_path / "figure.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_results_writer_rejects_bad_records(tmp_path):

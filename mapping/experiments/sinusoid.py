@@ -97,8 +97,15 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
         optimizer.step()
         return {"loss": loss.item()}
 
+    validation = eval_tasks(SinusoidConfig(eval_tasks=100, seed=config.seed), config.k_shot, device, offset=30_000)
+
+    def evaluate() -> dict[str, float]:  # query MSE after one step on 100 validation tasks
+        alpha = None if isinstance(model, (MAML, Reptile)) else config.alpha
+        return {"val_mse_step1": curve(method, model, validation, 1, alpha, check=False)[:, 1].mean().item()}
+
     history = train(step, config.iterations, state={"model": model, "optimizer": optimizer, "tasks": generator},
-                    checkpoint=checkpoint, checkpoint_every=5000, desc=LABELS[method], progress=progress,
+                    evaluate=evaluate, eval_every=max(1, config.iterations // 20), checkpoint=checkpoint,
+                    checkpoint_every=5000, desc=LABELS[method], progress=progress,
                     log_every=max(1, config.iterations // 200))
     return model, history
 
