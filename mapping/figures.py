@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib
 
 from . import plot, results
+from .report import steps_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,11 +27,7 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
         raise FileNotFoundError(f"no stored run: run `python -m mapping.reproduce sinusoid` to write "
                                 f"{results.results_dir() / 'sinusoid.json'}")
     metrics = record["metrics"]
-    curves = {}
-    for name in METHODS:
-        keys = [f"{name}/k5/step{s}/mse" for s in range(11)]
-        if all(k in metrics for k in keys):
-            curves[LABELS[name]] = ([metrics[k] for k in keys], [metrics[k.replace("/mse", "/ci95")] for k in keys])
+    curves = {LABELS[name]: steps_curve(metrics, f"{name}/k5", 10) for name in METHODS}  # gaps: diverged
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     plot.error_curves(curves, ax=ax, logy=True, title="Sinusoid regression, K = 5: fine-tuning a meta-learned model")
     commit = record["commit"][:10]

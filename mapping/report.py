@@ -27,3 +27,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def steps_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tuple[list[float], list[float]]:
+    """Mean and CI of ``{prefix}/step{s}/mse`` for s = 0..steps; NaN where the step diverged or is missing."""
+    nan = float("nan")
+    mean = [metrics.get(f"{prefix}/step{s}/mse", nan) for s in range(steps + 1)]
+    ci = [metrics.get(f"{prefix}/step{s}/ci95", nan) for s in range(steps + 1)]
+    return mean, ci

@@ -31,7 +31,9 @@ def test_maml_adapts_and_beats_the_pretrained_baseline(trained):
     config, maml, pretrained, _ = trained
     batch = eval_tasks(config, 10)
     maml_curve = curve("maml", maml, batch, 10)  # (tasks, 11)
-    pre_curve = curve("pretrained", pretrained, batch, 10, tune_alpha(pretrained, config))
+    alpha = tune_alpha("pretrained", pretrained, config, 10)
+    assert alpha in config.alpha_grid
+    pre_curve = curve("pretrained", pretrained, batch, 10, alpha)
     gain, gain_ci = mean_ci95(maml_curve[:, 0] - maml_curve[:, 1])  # paired over the same tasks
     assert gain - gain_ci > 0, "one inner step must lower MAML's query MSE"
     adv, adv_ci = mean_ci95(pre_curve[:, 1] - maml_curve[:, 1])
@@ -44,8 +46,12 @@ def test_evaluate_reports_every_shot_and_step(trained):
     config, maml, _, _ = trained
     metrics = evaluate("maml", maml, config)
     for k in config.eval_shots:
+        assert metrics[f"maml/k{k}/tuned/alpha"] in config.alpha_grid
         for s in range(config.eval_steps + 1):
-            assert metrics[f"maml/k{k}/step{s}/mse"] > 0 and metrics[f"maml/k{k}/step{s}/ci95"] > 0
+            for variant in ("", "/tuned"):
+                assert metrics[f"maml/k{k}{variant}/step{s}/mse"] > 0 and metrics[f"maml/k{k}{variant}/step{s}/ci95"] > 0
+    # tuning on validation tasks can only help there; on the test tasks it must not be far worse
+    assert metrics["maml/k10/tuned/step10/mse"] < 1.5 * metrics["maml/k10/step10/mse"]
 
 
 def test_reproduce_writes_results_with_provenance(tmp_path, monkeypatch):

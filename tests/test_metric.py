@@ -162,7 +162,7 @@ def test_bn_running_and_none():
     assert list(plain.buffers()) == [] and not any("norm" in n for n, _ in plain.named_parameters())
 
 
-def test_bn_batch_under_vmap_equals_loop_over_tasks():
+def test_bn_batch_under_vmap_equals_loop_over_tasks(float64):
     torch.manual_seed(0)
     net, x = Conv4(hidden=8, out_features=3, bn="batch"), torch.randn(4, 5, 1, 28, 28)
     params = dict(net.named_parameters())
@@ -233,7 +233,8 @@ def synthetic_classes(classes=40, examples=20, seed=0, shift=2, noise=0.3):
     """Class = a fixed random blob image (7x7 noise upsampled, thresholded); example = it shifted + noise."""
     g = torch.Generator().manual_seed(seed)
     low = torch.randn(classes, 1, 7, 7, generator=g)  # (classes, 1, 7, 7)
-    protos = (F.interpolate(low, size=28, mode="bilinear", align_corners=False) > 0.6).float()[:, 0]  # (classes, 28, 28)
+    smooth = F.interpolate(low, size=28, mode="bilinear", align_corners=False)  # (classes, 1, 28, 28)
+    protos = (smooth > 0.6).float()[:, 0]  # (classes, 28, 28)
     shifts = torch.randint(-shift, shift + 1, (classes, examples, 2), generator=g).tolist()
     images = torch.stack([torch.stack([protos[c].roll(tuple(shifts[c][e]), (0, 1)) for e in range(examples)])
                           for c in range(classes)])  # (classes, examples, 28, 28)
@@ -336,3 +337,19 @@ def test_bad_loss_and_pair_input():
         Conv4()(torch.randn(2, 3, 28, 28))
     with pytest.raises(ValueError, match="dim must give the backbone's embedding size"):
         MatchingNetwork(torch.nn.Flatten(), fce=True)
+
+
+def test_siamese_pair_training_interface():
+    torch.manual_seed(0)
+    net = SiameseNetwork(Conv4(hidden=4))
+    x1, x2, same = sample_pairs(id_images(), 8, torch.Generator().manual_seed(0))
+    loss, accuracy = net.pair_loss(x1, x2, same)
+    torch.testing.assert_close(loss, F.binary_cross_entropy_with_logits(net.verify(x1, x2), same))
+    loss.backward()
+    batch = EpisodeSampler(id_images(), 3, 1, 2).sample(2, torch.Generator().manual_seed(0))
+    x1, x2, same = pairs_from_batch(batch, 6, torch.Generator().manual_seed(1))
+    assert net.verify(x1, x2, batch_dims=2).shape == (2, 6)
+    with pytest.raises(ValueError, match="batch_dims must be an int"):
+        net.verify(x1, x2, batch_dims=0)
+    with pytest.raises(ValueError, match="same has shape"):
+        net.pair_loss(x1, x2, same[0], batch_dims=2)

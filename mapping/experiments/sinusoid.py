@@ -47,7 +47,7 @@ class SinusoidConfig:
     eval_query: int = 100
     eval_shots: tuple[int, ...] = (5, 10, 20)
     eval_steps: int = 10
-    pretrained_alphas: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1)
+    alpha_grid: tuple[float, ...] = (0.001, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.1)
     seed: int = 0
     methods: tuple[str, ...] = field(default=METHODS)
 
@@ -100,7 +100,7 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
     validation = eval_tasks(SinusoidConfig(eval_tasks=100, seed=config.seed), config.k_shot, device, offset=30_000)
 
     def evaluate() -> dict[str, float]:  # query MSE after one step on 100 validation tasks
-        alpha = None if isinstance(model, (MAML, Reptile)) else config.alpha
+        alpha = None if isinstance(model, (MAML, Reptile)) else config.alpha  # the pretrained model: untuned
         return {"val_mse_step1": curve(method, model, validation, 1, alpha, check=False)[:, 1].mean().item()}
 
     history = train(step, config.iterations, state={"model": model, "optimizer": optimizer, "tasks": generator},
@@ -155,41 +155,57 @@ def fits(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, gri
     return out
 
 
-def tune_alpha(model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu") -> float:
-    """The paper's 'automatically tuned step size' for the pretrained baseline: the rate in
-    ``config.pretrained_alphas`` with the lowest MSE after ``eval_steps`` steps on validation tasks."""
-    val = eval_tasks(config, config.k_shot, device, offset=20_000)
+TUNABLE = ("maml", "fomaml", "reptile", "anil", "pretrained")  # Meta-SGD's rates are learned, not tuned
+
+
+def tune_alpha(method: str, model: nn.Module, config: SinusoidConfig, k_shot: int,
+               device: torch.device | str = "cpu") -> float:
+    """The paper's 'automatically tuned step size': the rate in ``config.alpha_grid`` with the lowest query MSE
+    after ``eval_steps`` steps on validation tasks with ``k_shot`` points (never the test tasks). A rate that
+    diverges on any validation task is no candidate."""
+    val = eval_tasks(config, k_shot, device, offset=20_000)
     scores = {}
-    for a in config.pretrained_alphas:
+    for a in config.alpha_grid:
         try:
-            scores[a] = curve("pretrained", model, val, config.eval_steps, a)[:, -1].mean().item()
-        except FloatingPointError:  # this rate diverges on some task: not a candidate
+            scores[a] = curve(method, model, val, config.eval_steps, a)[:, -1].mean().item()
+        except FloatingPointError:
             scores[a] = float("inf")
     return min(scores, key=scores.get)
 
 
+def _summarise(prefix: str, losses: torch.Tensor, metrics: dict[str, float]) -> None:
+    """``{prefix}/step{s}/mse`` and ``/ci95`` per step; ``/diverged`` (fraction of tasks) where some diverge."""
+    mean, ci = mean_ci95(losses)  # (steps + 1,)
+    diverged = (~torch.isfinite(losses)).double().mean(0)  # (steps + 1,)
+    for s in range(losses.shape[1]):
+        if diverged[s] > 0:
+            metrics[f"{prefix}/step{s}/diverged"] = diverged[s].item()
+        else:
+            metrics[f"{prefix}/step{s}/mse"] = mean[s].item()
+            metrics[f"{prefix}/step{s}/ci95"] = ci[s].item()
+
+
 def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu",
              ) -> dict[str, float]:
-    """Flat metrics ``"{method}/k{K}/step{s}/mse"`` and ``".../ci95"`` for every K and s = 0..eval_steps.
+    """Flat metrics for every K and s = 0..eval_steps, fine-tuning on the held-out tasks:
 
-    Where fine-tuning diverges on some tasks (Meta-SGD's learned rates are tuned for one step), the step
-    gets ``".../diverged"``, the fraction of tasks whose loss is not finite, instead of a misleading mean.
+    * ``"{method}/k{K}/step{s}/mse"`` and ``".../ci95"``: with the rate the method was trained with (``alpha``,
+      Meta-SGD's learned rates); for the pretrained baseline, with the tuned rate (the paper's protocol);
+    * ``"{method}/k{K}/tuned/step{s}/mse"``: with the rate tuned on validation tasks (``.../tuned/alpha``).
+
+    Where fine-tuning diverges on some tasks (a rate too large for their curvature), the step gets
+    ``".../diverged"``, the fraction of tasks whose loss is not finite, instead of a misleading mean.
     """
     metrics: dict[str, float] = {}
-    alpha = None
-    if method == "pretrained":
-        alpha = tune_alpha(model, config, device)
-        metrics["pretrained/alpha"] = alpha
     for k in config.eval_shots:
-        losses = curve(method, model, eval_tasks(config, k, device), config.eval_steps, alpha, check=False)
-        mean, ci = mean_ci95(losses)  # (steps + 1,)
-        diverged = (~torch.isfinite(losses)).double().mean(0)  # (steps + 1,)
-        for s in range(config.eval_steps + 1):
-            if diverged[s] > 0:
-                metrics[f"{method}/k{k}/step{s}/diverged"] = diverged[s].item()
-                continue
-            metrics[f"{method}/k{k}/step{s}/mse"] = mean[s].item()
-            metrics[f"{method}/k{k}/step{s}/ci95"] = ci[s].item()
+        test = eval_tasks(config, k, device)
+        tuned = tune_alpha(method, model, config, k, device) if method in TUNABLE else None
+        if tuned is not None:
+            metrics[f"{method}/k{k}/tuned/alpha"] = tuned
+            _summarise(f"{method}/k{k}/tuned", curve(method, model, test, config.eval_steps, tuned, check=False),
+                       metrics)
+        alpha = tuned if method == "pretrained" else None
+        _summarise(f"{method}/k{k}", curve(method, model, test, config.eval_steps, alpha, check=False), metrics)
     return metrics
 
 

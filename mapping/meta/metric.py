@@ -25,13 +25,18 @@ def check_n_way(n_way: int) -> None:
         raise ValueError(f"n_way must be a positive int, got {n_way!r}")
 
 
-def check_labels(y: Tensor, n_way: int, name: str = "support_y", *, every_class: bool = True) -> None:
-    """``y`` holds integer labels in ``0 .. n_way - 1`` and, with ``every_class``, each label in every task."""
-    check_n_way(n_way)
+def check_integer_labels(y: Tensor, name: str = "support_y") -> None:
+    """``y`` is a ``(tasks, shots)`` tensor of integer class labels (not float, not bool)."""
     if not isinstance(y, Tensor) or y.dim() != 2:
         raise ValueError(f"{name} must be a tensor of shape (tasks, shots), got {tuple(getattr(y, 'shape', ()))}")
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
         raise ValueError(f"{name} must hold integer class labels (int64), got dtype {y.dtype}")
+
+
+def check_labels(y: Tensor, n_way: int, name: str = "support_y", *, every_class: bool = True) -> None:
+    """``y`` holds integer labels in ``0 .. n_way - 1`` and, with ``every_class``, each label in every task."""
+    check_n_way(n_way)
+    check_integer_labels(y, name)
     if y.numel() and (y.min() < 0 or y.max() >= n_way):
         raise ValueError(f"{name} must hold labels in 0..{n_way - 1} (n_way={n_way}), "
                          f"got values in {int(y.min())}..{int(y.max())}")
@@ -176,12 +181,18 @@ def infer_n_way(batch: TaskBatch) -> int:
     classes = batch.info.get("classes")
     if isinstance(classes, Tensor) and classes.dim() == 2:
         return classes.shape[1]
-    check_labels(batch.support_y, 1 << 62, every_class=False)
+    check_integer_labels(batch.support_y)
     return int(batch.support_y.max()) + 1
 
 
 class MetricLearner(nn.Module):
-    """A backbone used as an embedding; :meth:`embed` runs it once on all images of all tasks."""
+    """A backbone used as an embedding; :meth:`embed` runs it once on all images of all tasks.
+
+    With a ``bn="batch"`` :class:`~mapping.nn.Conv4` the statistics of that one call are pooled over the
+    support and query images of every task in it, so a prediction depends on the rest of the call
+    (transductive); evaluate one task per call (``batch.task(i)``) to match one-episode training, or use
+    ``bn="running"`` and ``eval()`` for predictions that depend on the query image alone (the ProtoNets code).
+    """
 
     output = "logits"  # what forward returns: "logits" (cross-entropy) or "log_probs" (nll)
 
@@ -212,7 +223,10 @@ class MetricLearner(nn.Module):
         return z[:tasks * m].reshape(tasks, m, -1), z[tasks * m:].reshape(tasks, q, -1)  # (tasks, m, d), (tasks, q, d)
 
     def loss(self, batch: TaskBatch) -> tuple[Tensor, Tensor]:
-        """Mean query cross-entropy over all tasks, and the query accuracy (a 0-dim tensor, no gradient)."""
+        """Mean query cross-entropy (``nll_loss`` on log-probabilities) over all tasks, and the query accuracy.
+
+        The accuracy is a 0-dim tensor without gradient; ``n_way`` comes from :func:`infer_n_way`.
+        """
         if not isinstance(batch, TaskBatch):
             raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
         n_way = infer_n_way(batch)
@@ -236,7 +250,12 @@ class MatchingNetwork(MetricLearner):
     """Matching Networks (Vinyals et al. 2016): ``forward`` returns log-probabilities (eq. 1-2).
 
     ``fce=True`` adds :class:`FullContextEmbedding` of width ``dim`` (default ``backbone.out_dim``) with
-    ``steps`` attention read-outs.
+    ``steps`` attention read-outs. ``scale`` multiplies the cosines (1 = the paper). With ``scale=1`` on a
+    ReLU backbone such as Conv-4 the embeddings are non-negative, cosines lie in ``[0, 1]`` and no episode's
+    loss can approach zero; training keeps pushing the cosines between classes to 0 by making the features
+    sparse. On synthetic classes (5-way 1-shot, Adam 1e-3) held-out accuracy reached 0.80 after 150 episodes
+    with ``hidden=16`` and fell to 0.28 after 600, with over 90% of the features at zero (0.42 with
+    ``hidden=64``); ``scale=10`` or ``fce=True`` (LSTM features can be negative) trained stably.
     """
 
     output = "log_probs"
@@ -259,6 +278,7 @@ class MatchingNetwork(MetricLearner):
         return matching_log_probs(z_query, z_support, support_y, n_way, self.scale)  # (tasks, q, n_way)
 
 
-__all__ = ["FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork", "check_labels",
+__all__ = ["FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork",
+           "check_embeddings", "check_integer_labels", "check_labels", "check_n_way", "check_scale",
            "cosine_attention", "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes",
            "squared_distances"]

@@ -22,13 +22,13 @@ from torch import Tensor, nn
 
 from ..data.episodes import random_subsets
 from ..data.tasks import TaskBatch
-from .metric import MetricLearner, check_embeddings, check_labels, infer_n_way
+from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, infer_n_way
 
 REDUCTIONS = ("max", "mean")
 
 
 def siamese_logits(z1: Tensor, z2: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``sum_j alpha_j |z1_j - z2_j| + b``, the logit of Koch et al.'s ``p`` (§3.1); broadcasts ``(..., d) -> (...)``."""
+    """``sum_j alpha_j |z1_j - z2_j| + b``, the logit of Koch et al.'s ``p`` (§3.1); ``(..., d) x2 -> (...)``."""
     return (z1 - z2).abs() @ weight + bias  # (...)
 
 
@@ -112,8 +112,8 @@ def pairs_from_batch(batch: TaskBatch, pairs: int, generator: torch.Generator | 
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
     n_same, _ = _check_pairs(pairs)
-    check_labels(batch.support_y, 1 << 62, every_class=False)
-    check_labels(batch.query_y, 1 << 62, "query_y", every_class=False)
+    check_integer_labels(batch.support_y)
+    check_integer_labels(batch.query_y, "query_y")
     x = torch.cat([batch.support_x, batch.query_x], 1)  # (tasks, P, *example)
     y = torch.cat([batch.support_y, batch.query_y], 1)  # (tasks, P)
     tasks, pool = y.shape
@@ -162,6 +162,9 @@ class SiameseNetwork(MetricLearner):
         if not isinstance(x1, Tensor) or not isinstance(x2, Tensor) or x1.shape != x2.shape:
             raise ValueError(f"x1 and x2 must be tensors of one shape, got {tuple(getattr(x1, 'shape', ()))} "
                              f"and {tuple(getattr(x2, 'shape', ()))}")
+        if isinstance(batch_dims, bool) or not isinstance(batch_dims, int) or not 1 <= batch_dims < x1.dim():
+            raise ValueError(f"batch_dims must be an int in [1, {x1.dim() - 1}] for inputs of shape "
+                             f"{tuple(x1.shape)}, got {batch_dims!r}")
         lead = x1.shape[:batch_dims]
         z = self.backbone(torch.cat([x1.flatten(0, batch_dims - 1), x2.flatten(0, batch_dims - 1)]))  # (2N, d)
         z1, z2 = z.chunk(2)  # (N, d) each

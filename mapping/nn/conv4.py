@@ -1,7 +1,7 @@
 """The Conv-4 backbone of few-shot image classification, with an explicit batch-norm policy.
 
 Four blocks of ``[3x3 conv, 64 filters, padding 1, batch norm, ReLU, 2x2 max-pool]`` map a
-``1x28x28`` Omniglot image to ``64x1x1``, flattened to a 64-dim embedding (Vinyals et al. 2016, §4.1.1;
+``1x28x28`` Omniglot image to ``64x1x1``, flattened to a 64-dim embedding (Vinyals et al. 2016, §4;
 Snell et al. 2017, §3.1; Finn et al. 2017, §5.2). MAML's Omniglot network replaces the max-pool by
 stride-2 convolutions (``28 -> 14 -> 7 -> 4 -> 2``) and averages the final ``64x2x2`` map over space
 (Finn's ``reduce_mean`` in ``forward_conv``): ``strided=True``.
