@@ -2,12 +2,14 @@
 
     python -m mapping.reproduce sinusoid                 # the MAML paper's setup: 70,000 meta-iterations
     python -m mapping.reproduce sinusoid --mode quick    # the book's budget, for a check
+    python -m mapping.reproduce omniglot-metric          # ProtoNets, Matching and Siamese networks on Omniglot
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +31,18 @@ def sinusoid(args: argparse.Namespace) -> dict:
     return {"metrics": metrics, "config": config_dict(config)}
 
 
-EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid}
+def omniglot_metric(args: argparse.Namespace) -> dict:
+    from dataclasses import asdict
+
+    from .experiments.omniglot_metric import full_configs, run
+    configs = [c for c in full_configs(args.mode) if not args.methods or c.method in args.methods]
+    configs = [dataclasses.replace(c, seed=args.seed) for c in configs]
+    metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None)
+    return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs]}}
+
+
+EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
+                                                                 "omniglot-metric": omniglot_metric}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args.device = get_device(args.device)
     seed_everything(args.seed)
     command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
-    record = results.provenance(args.experiment, command=command.strip(), mode=args.mode, seed=args.seed,
+    record = results.provenance(args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
                                 device=args.device)
     tic = time.perf_counter()
     record.update(EXPERIMENTS[args.experiment](args))

@@ -1,0 +1,185 @@
+"""Metric-based meta-learning on Omniglot: Prototypical, Matching and Siamese networks on Conv-4.
+
+Protocol (Vinyals et al. 2016; Snell et al. 2017): 28x28 images, 90-degree rotations as new training classes,
+episodic training with Adam, learning rate halved at fixed intervals; test on 1000 episodes for each of
+5-way 1-shot, 5-way 5-shot, 20-way 1-shot and 20-way 5-shot (mean accuracy and 95% CI), with batch norm in
+evaluation mode (running statistics), so a prediction depends on the query image alone. Splits:
+
+* ``vinyals``: the 1200 training characters (x4 rotations) and the other 423 for test;
+* ``background``: Lake's 964 background characters (x4) for training, Lake's 20 one-shot runs for test;
+* ``minimal``: Lake's 'minimal' background set ``small1`` (136 characters, x4), Lake's runs for test.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import nn
+
+from .. import budget
+from ..data import EpisodeSampler, evaluate_lake, lake_split, small_split, vinyals_split
+from ..meta import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
+from ..nn import Conv4
+from ..stats import mean_ci95
+from ..train import train
+
+METHODS = ("protonet", "matching", "siamese")
+LABELS = {"protonet": "Prototypical Networks", "matching": "Matching Networks", "siamese": "Siamese Networks"}
+SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+PAPER = {"protonet": (98.8, 99.7, 96.0, 98.9), "matching": (98.1, 98.9, 93.8, 98.5),
+         "siamese": (97.3, 98.4, 88.2, 97.0)}  # REFERENCE.md; Siamese as quoted by Vinyals et al.
+
+
+@dataclass
+class MetricConfig:
+    """One training run. ``episodes`` is the budget; ``halve_every`` the learning-rate schedule."""
+
+    method: str = "protonet"
+    split: str = "vinyals"
+    train_way: int = 30
+    train_shot: int = 5
+    train_query: int = 5
+    episodes: int = 3000
+    lr: float = 1e-3
+    halve_every: int = 1000
+    test_episodes: int = 1000
+    test_query: int = 5
+    hidden: int = 64
+    matching_scale: float = 10.0
+    seed: int = 0
+
+    @classmethod
+    def for_mode(cls, method: str, split: str = "vinyals", mode: str | None = None, **overrides) -> "MetricConfig":
+        sizes = budget.pick(smoke=dict(episodes=30, test_episodes=20, train_way=10, hidden=32, halve_every=20),
+                            quick=dict(episodes=300, test_episodes=200, train_way=20, halve_every=150),
+                            full={}, mode_=mode)
+        return cls(method=method, split=split, **{**sizes, **overrides})
+
+
+def build(config: MetricConfig) -> nn.Module:
+    """The method around a fresh Conv-4 (batch norm with running statistics, as in the ProtoNets code)."""
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {config.method!r}")
+    backbone = Conv4(hidden=config.hidden, bn="running")
+    if config.method == "protonet":
+        return PrototypicalNetwork(backbone)
+    if config.method == "matching":  # a fixed scale on the cosine: see the book's chapter 2.1
+        return MatchingNetwork(backbone, scale=config.matching_scale)
+    return SiameseNetwork(backbone)
+
+
+def load_split(split: str, root=None) -> dict:
+    """``{"train": OmniglotSplit, "test": OmniglotSplit}`` for ``vinyals``, ``background`` or ``minimal``."""
+    if split == "vinyals":
+        return vinyals_split(root)
+    if split == "background":
+        return lake_split(root, rotations=(0, 90, 180, 270))
+    if split == "minimal":
+        return small_split(1, root, rotations=(0, 90, 180, 270))
+    raise ValueError(f"split must be 'vinyals', 'background' or 'minimal', got {split!r}")
+
+
+def fit(config: MetricConfig, data: dict, device: torch.device | str = "cpu", checkpoint=None,
+        progress: bool | None = None) -> tuple[nn.Module, dict]:
+    """Episodic training of ``config.method`` on ``data["train"]``; returns the model and its history."""
+    torch.manual_seed(config.seed)
+    model = build(config).to(device)
+    sampler = data["train"].sampler(config.train_way, config.train_shot, config.train_query)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.halve_every, gamma=0.5)
+
+    def step(_: int) -> dict[str, float]:
+        model.train()
+        batch = sampler.sample(1, generator).to(device)
+        loss, accuracy = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return {"loss": loss.item(), "accuracy": accuracy.item()}
+
+    history = train(step, config.episodes, state={"model": model, "optimizer": optimizer, "schedule": schedule,
+                                                   "episodes": generator},
+                    checkpoint=checkpoint, checkpoint_every=500, desc=LABELS[config.method], progress=progress,
+                    log_every=max(1, config.episodes // 200))
+    return model, history
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, sampler: EpisodeSampler, episodes: int, generator: torch.Generator,
+             device: torch.device | str = "cpu", chunk: int = 25) -> torch.Tensor:
+    """Query accuracy of each of ``episodes`` test episodes, ``(episodes,)``, with batch norm in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, episodes, chunk):
+        batch = sampler.sample(min(chunk, episodes - start), generator).to(device)
+        n_way = batch.info["classes"].shape[1]
+        scores = model(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, q, n_way)
+        out.append((scores.argmax(-1) == batch.query_y).double().mean(1).cpu())  # (tasks,)
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.device | str = "cpu",
+             ) -> dict[str, float]:
+    """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` in % over ``test_episodes`` episodes of the test split."""
+    metrics = {}
+    for n, k in SETTINGS:
+        g = torch.Generator().manual_seed(config.seed + 1000 * n + k)
+        acc = accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g, device)
+        mean, ci = mean_ci95(100 * acc)
+        metrics[f"{config.method}/{n}w{k}s/acc"] = mean.item()
+        metrics[f"{config.method}/{n}w{k}s/ci95"] = ci.item()
+    return metrics
+
+
+def lake_error(model: nn.Module, device: torch.device | str = "cpu", root=None) -> float:
+    """Lake et al. 2015's 20-way within-alphabet one-shot error (%), nearest support by the method's own score."""
+    model.eval()
+
+    def classify(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:  # (20, 1, 28, 28) each
+        labels = torch.arange(support.shape[0], device=support.device)[None]  # (1, 20)
+        return model(support[None], labels, query[None], support.shape[0])[0].argmax(-1)  # (20,)
+    return evaluate_lake(classify, root=root, device=device).error
+
+
+def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpoint_dir=None,
+        progress: bool | None = None) -> dict[str, float]:
+    """Train and evaluate each config: ``"{method}/{n}w{k}s/acc"`` on the 1200-character split,
+    ``"{method}/lake20/error"`` trained on the background set, ``"{method}/minimal/lake20/error"`` on small1."""
+    from pathlib import Path
+    import hashlib
+    import json
+
+    metrics: dict[str, float] = {}
+    cache: dict[str, dict] = {}
+    for config in configs:
+        data = cache.setdefault(config.split, load_split(config.split))
+        name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
+        key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+        ckpt = Path(checkpoint_dir) / f"omniglot-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
+        tic = time.perf_counter()
+        model, _ = fit(config, data, device, ckpt, progress)
+        metrics[f"{name}/train_seconds"] = time.perf_counter() - tic
+        metrics[f"{name}/episodes"] = config.episodes
+        if config.split == "vinyals":
+            metrics.update(evaluate(model, config, data, device))
+        else:  # Lake's runs: "protonet/lake20/error" (background set), "protonet/minimal/lake20/error"
+            lake = config.method if config.split == "background" else name
+            metrics[f"{lake}/lake20/error"] = lake_error(model, device)
+    return metrics
+
+
+def full_configs(mode: str | None = None) -> list[MetricConfig]:
+    """The runs of ``python -m mapping.reproduce omniglot-metric``: each method on the 1200-character split,
+    and Prototypical Networks on Lake's background and minimal sets for his 20 one-shot runs."""
+    protonet = MetricConfig.for_mode("protonet", mode=mode, **budget.pick(smoke={}, quick={},
+                                     full=dict(train_way=30, episodes=2500, halve_every=800), mode_=mode))
+    matching = MetricConfig.for_mode("matching", mode=mode, **budget.pick(smoke={}, quick={},
+                                     full=dict(train_way=20, episodes=1500, halve_every=500), mode_=mode))
+    siamese = replace(matching, method="siamese")
+    background = replace(protonet, split="background", episodes=budget.pick(smoke=30, quick=300, full=2000,
+                                                                            mode_=mode))
+    minimal = replace(protonet, split="minimal", episodes=max(1, background.episodes * 2 // 5))
+    return [protonet, matching, siamese, background, minimal]
