@@ -21,7 +21,7 @@ def test_book_builds_without_warnings(tmp_path):
     warnings = [line for line in log.splitlines() if "WARNING" in line and "IPKernelApp" not in line]
     assert proc.returncode == 0 and not warnings, "\n".join(warnings) or log[-5000:]
     html = tmp_path / "_build" / "html"
-    for page in ("index.html", "book/ch3/maml.html", "book/ch3/reptile.html", "book/ch4/maml_math.html",
+    for page in ("index.html", "book/ch2/metric.html", "book/ch3/maml.html", "book/ch3/reptile.html", "book/ch4/maml_math.html",
                  "book/ch4/reptile_math.html", "book/references.html"):
         assert (html / page).is_file(), page
     maml = (html / "book/ch3/maml.html").read_text()

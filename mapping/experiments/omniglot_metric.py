@@ -69,14 +69,16 @@ def build(config: MetricConfig) -> nn.Module:
     return SiameseNetwork(backbone)
 
 
-def load_split(split: str, root=None) -> dict:
-    """``{"train": OmniglotSplit, "test": OmniglotSplit}`` for ``vinyals``, ``background`` or ``minimal``."""
+def load_split(split: str, root=None, **load_kwargs) -> dict:
+    """``{"train": OmniglotSplit, "test": OmniglotSplit}`` for ``vinyals``, ``background`` or ``minimal``;
+    ``load_kwargs`` go to :func:`~mapping.data.load_omniglot` (e.g. ``download=True``)."""
+    rotations = (0, 90, 180, 270)
     if split == "vinyals":
-        return vinyals_split(root)
+        return vinyals_split(root, rotations=rotations, **load_kwargs)
     if split == "background":
-        return lake_split(root, rotations=(0, 90, 180, 270))
+        return lake_split(root, rotations=rotations, **load_kwargs)
     if split == "minimal":
-        return small_split(1, root, rotations=(0, 90, 180, 270))
+        return small_split(1, root, rotations=rotations, **load_kwargs)
     raise ValueError(f"split must be 'vinyals', 'background' or 'minimal', got {split!r}")
 
 

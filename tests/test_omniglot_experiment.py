@@ -1,0 +1,31 @@
+"""The Omniglot metric-based experiment end to end on the real files (skipped without $MAPPING_DATA)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from mapping import results
+from mapping.reproduce import main as reproduce
+
+DATA = Path(os.environ.get("MAPPING_DATA", "/nonexistent")) / "omniglot"
+needs_data = pytest.mark.skipif(not (DATA / "images_background.zip").is_file(),
+                                reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")
+
+
+@needs_data
+@pytest.mark.slow
+def test_reproduce_omniglot_metric_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPPING_CACHE", os.environ.get("MAPPING_CACHE", str(tmp_path / "cache")))
+    assert reproduce(["omniglot-metric", "--mode", "smoke", "--out", str(tmp_path), "--no-resume"]) == 0
+    record = json.loads((tmp_path / "omniglot_metric.json").read_text())
+    for field in results.PROVENANCE_FIELDS:
+        assert field in record
+    metrics = record["metrics"]
+    for method in ("protonet", "matching", "siamese"):
+        for setting in ("5w1s", "5w5s", "20w1s", "20w5s"):
+            acc, ci = metrics[f"{method}/{setting}/acc"], metrics[f"{method}/{setting}/ci95"]
+            assert 0 <= acc <= 100 and ci > 0
+    # even 30 smoke episodes put ProtoNets well above chance on unseen characters
+    assert metrics["protonet/5w1s/acc"] > 40 and metrics["protonet/20w1s/acc"] > 15
+    assert 0 <= metrics["protonet/lake20/error"] < 95 and 0 <= metrics["protonet/minimal/lake20/error"] <= 100
