@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import mapping.data.files as files
 import mapping.data.omniglot as omniglot
 import omniglot_fixtures as fx
 from mapping.data.episodes import EpisodeSampler
@@ -275,7 +276,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[
     def fetch(url: str, dest: Path) -> None:
         urls.append(url)
         shutil.copyfile(source, dest)
-    monkeypatch.setattr(omniglot, "_fetch", fetch)
+    monkeypatch.setattr(files, "_fetch", fetch)
     return source, urls
 
 
@@ -283,7 +284,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[
 def test_download_verified_then_moved_into_place(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  by_env: bool) -> None:
     source, urls = served
-    monkeypatch.setitem(omniglot.MD5, "images_background.zip", fx.md5(source))
+    monkeypatch.setitem(files.MD5, "images_background.zip", fx.md5(source))
     if by_env:
         monkeypatch.setenv("MAPPING_DOWNLOAD", "1")
     split = load_omniglot("background", tmp_path / "new", download=None if by_env else True, strict=False)
@@ -301,7 +302,7 @@ def test_download_network_error_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     def fetch(url: str, dest: Path) -> None:
         dest.write_bytes(b"partial")
         raise urllib.error.URLError("no route to host")
-    monkeypatch.setattr(omniglot, "_fetch", fetch)
+    monkeypatch.setattr(files, "_fetch", fetch)
     with pytest.raises(OSError, match="could not download"):
         load_omniglot("background", tmp_path / "new", download=True)
     assert list((tmp_path / "new").iterdir()) == []

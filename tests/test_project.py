@@ -93,3 +93,14 @@ def test_every_toc_entry_exists_and_every_page_has_bilingual_title():
 
 def test_python_version():
     assert sys.version_info >= (3, 10)
+
+
+def test_readme_data_example_runs_as_printed(capsys):
+    import os
+
+    import pytest
+    data = Path(os.environ.get("MAPPING_DATA", "/nonexistent")) / "omniglot" / "images_evaluation.zip"
+    if not data.is_file():
+        pytest.skip("set MAPPING_DATA to a folder with the Omniglot zips")
+    exec(compile(readme_block("Data and full runs"), "README.md", "exec"), {"__name__": "readme"})
+    assert capsys.readouterr().out.strip() == "(32, 5, 1, 28, 28) (32, 75, 1, 28, 28)"

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .omniglot import RESAMPLE, decode_member, layout_error, omniglot_file, open_zip
+from .files import omniglot_file
+from .omniglot import RESAMPLE, decode_member, layout_error, open_zip
 
 RUNS, WAYS = 20, 20
 _PNG = re.compile(r"run(\d+)/(training/class|test/item)(\d+)\.png")
@@ -51,7 +52,7 @@ class LakeResult:
 
 def load_lake_runs(root: str | os.PathLike | None = None, *, size: int = 28, resample: str = "lanczos",
                    download: bool | None = None, strict: bool = True) -> LakeRuns:
-    """Read ``all_runs.zip`` from the Omniglot root (see :func:`~mapping.data.omniglot.omniglot_file`).
+    """Read ``all_runs.zip`` from the Omniglot root (see :func:`~mapping.data.files.omniglot_file`).
 
     ``strict`` requires Lake's 20 runs of 20 ways; without it any consistent number is accepted.
     """

@@ -14,7 +14,8 @@ since results are cached. ``resample="nearest"`` reproduces the binary images of
 
 Splits: Lake's background/evaluation (:func:`lake_split`), its minimal background sets
 (:func:`small_split`), and the 1200/423 character split with rotations of Santoro et al. 2016 and
-Vinyals et al. 2016 (:func:`vinyals_split`, :func:`rotate`).
+Vinyals et al. 2016 (:func:`vinyals_split`, :func:`rotate`). Finding and downloading the zips is
+:mod:`mapping.data.files`.
 """
 from __future__ import annotations
 
@@ -23,9 +24,6 @@ import io
 import json
 import os
 import re
-import shutil
-import tempfile
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -38,27 +36,17 @@ from PIL import Image
 from torch import Tensor
 
 from .. import checkpoint
-from ..paths import cache_dir, data_root
+from ..paths import cache_dir
 from .episodes import EpisodeSampler
+from .files import MD5, URLS, omniglot_file, omniglot_root  # noqa: F401  (re-exported for older imports)
 
 DRAWERS = 20
 SOURCE_SIZE = (105, 105)
 SETS = {"background": (30, 964), "evaluation": (20, 659),  # set -> (alphabets, characters)
         "background_small1": (5, 136), "background_small2": (5, 156)}
-_BASE = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
-URLS = {**{f"images_{s}.zip": _BASE + f"images_{s}.zip" for s in SETS},
-        "all_runs.zip": _BASE + "one-shot-classification/all_runs.zip"}
-MD5 = {"images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",  # upstream, 9,464,212 bytes
-       "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811",  # upstream, 6,462,886 bytes
-       "images_background_small1.zip": "e704a628b5459e08445c13499850abc4",
-       "images_background_small2.zip": "b75a71a51d3b13f821f212756fe481fd",
-       "all_runs.zip": "e8996daecdf12afeeb4a53a179f06b19"}
 RESAMPLE = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST}
 _CACHE_VERSION = 1
-_NEEDED = ("images_background.zip, images_evaluation.zip (lake_split, vinyals_split); "
-           "images_background_small1.zip, images_background_small2.zip (small_split); "
-           "all_runs.zip (Lake's 20 one-shot runs)")
 
 
 @dataclass(frozen=True)
@@ -300,71 +288,3 @@ def _cache_path(path: Path, which: str, size: int, resample: str, strict: bool) 
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir("omniglot") / f"{which}-{size}px-{resample}-{digest}.pt"
 
-
-def omniglot_root(root: str | os.PathLike | None = None) -> Path:
-    """``root`` if given, else ``data_root()/"omniglot"`` (``$MAPPING_DATA/omniglot``)."""
-    return Path(root).expanduser() if root is not None else data_root() / "omniglot"
-
-
-def omniglot_file(name: str, root: str | os.PathLike | None = None, download: bool | None = None) -> Path:
-    """The path of official file ``name``; downloads it if missing and allowed, else explains how to get it.
-
-    ``download=None`` follows ``$MAPPING_DOWNLOAD`` (``1`` allows it).
-    """
-    folder = omniglot_root(root)
-    path = folder / name
-    if path.is_file():
-        return path
-    if download is None:
-        download = os.environ.get("MAPPING_DOWNLOAD", "").strip().lower() in ("1", "true", "yes")
-    if download:
-        return _download(name, folder)
-    where = "the root argument" if root is not None else (
-        "$MAPPING_DATA/omniglot" if os.environ.get("MAPPING_DATA") else "the default data root; $MAPPING_DATA is not set")
-    raise FileNotFoundError(
-        f"Omniglot file {name} not found: looked for {path} (in {where}).\n"
-        f"Needed files: {_NEEDED}.\n"
-        f"To obtain it: set MAPPING_DATA to a folder that holds omniglot/{name}; or pass download=True "
-        f"(or set MAPPING_DOWNLOAD=1) to fetch {URLS.get(name, name)} into {folder}; "
-        f"or download it from that URL yourself into {folder}.")
-
-
-def _fetch(url: str, dest: Path) -> None:
-    """Stream ``url`` into ``dest``. Module-level so that tests can replace it (no internet needed)."""
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _download(name: str, folder: Path) -> Path:
-    """Fetch ``name`` to a temporary file in ``folder``, check the official md5, then move it into place."""
-    if name not in URLS:
-        raise ValueError(f"no download URL for {name!r}; known files: {sorted(URLS)}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
-    except OSError as error:
-        raise OSError(f"cannot download {name} into {folder} ({error}); pass root= a writable folder "
-                      "or set MAPPING_DATA to one") from error
-    os.close(fd)
-    try:
-        try:
-            _fetch(URLS[name], Path(tmp))
-        except OSError as error:
-            raise OSError(f"could not download {URLS[name]} into {folder}: {error}") from error
-        got = _md5(Path(tmp))
-        if got != MD5[name]:
-            raise ValueError(f"downloaded {URLS[name]} has md5 {got}, expected {MD5[name]}: the download is "
-                             f"corrupt or the upstream file changed; nothing was saved in {folder}")
-        os.replace(tmp, folder / name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return folder / name
