@@ -52,7 +52,7 @@ class MetricConfig:
     @classmethod
     def for_mode(cls, method: str, split: str = "vinyals", mode: str | None = None, **overrides) -> "MetricConfig":
         sizes = budget.pick(smoke=dict(episodes=30, test_episodes=20, train_way=10, hidden=32, halve_every=20),
-                            quick=dict(episodes=300, test_episodes=200, train_way=20, halve_every=150),
+                            quick=dict(episodes=200, test_episodes=100, train_way=20, halve_every=100),
                             full={}, mode_=mode)
         return cls(method=method, split=split, **{**sizes, **overrides})
 
@@ -181,7 +181,7 @@ def full_configs(mode: str | None = None) -> list[MetricConfig]:
     matching = MetricConfig.for_mode("matching", mode=mode, **budget.pick(smoke={}, quick={},
                                      full=dict(train_way=20, episodes=1500, halve_every=500), mode_=mode))
     siamese = replace(matching, method="siamese")
-    background = replace(protonet, split="background", episodes=budget.pick(smoke=30, quick=300, full=2000,
+    background = replace(protonet, split="background", episodes=budget.pick(smoke=30, quick=200, full=2000,
                                                                             mode_=mode))
     minimal = replace(protonet, split="minimal", episodes=max(1, background.episodes * 2 // 5))
     return [protonet, matching, siamese, background, minimal]
