@@ -27,9 +27,14 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
         raise FileNotFoundError(f"no stored run: run `python -m mapping.reproduce sinusoid` to write "
                                 f"{results.results_dir() / 'sinusoid.json'}")
     metrics = record["metrics"]
-    curves = {LABELS[name]: steps_curve(metrics, f"{name}/k5", 10) for name in METHODS}  # gaps: diverged
+    curves = {}
+    for name in METHODS:  # step size tuned on validation tasks; Meta-SGD fine-tunes with its learned rates
+        tuned = f"{name}/k5/tuned/step0/mse" in metrics
+        label = LABELS[name] + ("" if tuned else " (learned rates)")
+        curves[label] = steps_curve(metrics, f"{name}/k5" + ("/tuned" if tuned else ""), 10)  # gaps: diverged
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    plot.error_curves(curves, ax=ax, logy=True, title="Sinusoid regression, K = 5: fine-tuning a meta-learned model")
+    plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),
+                      title="Sinusoid regression, K = 5: fine-tuning from a meta-learned start")
     commit = record["commit"][:10]
     fig.text(0.01, 0.01, f"{record['command']} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
              fontsize=6, color="gray")

@@ -40,8 +40,12 @@ def adaptation_fit(grid: Tensor, truth: Tensor, predictions: Mapping[int, Tensor
 
 
 def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], ax: Axes | None = None,
-                 title: str = "", ylabel: str = "query MSE", logy: bool = False) -> Axes:
-    """Mean and 95% CI band against the number of adaptation steps, one line per method."""
+                 title: str = "", ylabel: str = "query MSE", logy: bool = False,
+                 ylim: tuple[float, float] | None = None) -> Axes:
+    """Mean and 95% CI band against the number of adaptation steps, one line per method.
+
+    ``ylim`` keeps the informative range in view when a diverging method's mean leaves it.
+    """
     ax = _axes(ax)
     for label, (mean, ci) in curves.items():
         mean, ci = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(ci, dtype=torch.float64)
@@ -51,6 +55,8 @@ def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     ax.set(xlabel="adaptation steps", ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.legend(fontsize=8)
     return ax
 
