@@ -18,7 +18,7 @@ def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> st
         return "—"
     base = key.rsplit("/", 1)[0]
     if key not in metrics and f"{base}/diverged" in metrics:
-        return f"diverged ({100 * metrics[f'{base}/diverged']:.0f}% of tasks)"
+        return f"diverged ({100 * metrics[f'{base}/diverged']:.1f}% of tasks)"
     return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), digits)
 
 
