@@ -387,3 +387,10 @@ def test_real_lake_runs_pixel_nearest_neighbour() -> None:
     result = evaluate_lake(embed=lambda x: x, runs=runs)
     print(f"\nLake one-shot runs, pixel nearest neighbour: {result.error:.2f}% error")
     assert 4.5 < result.error < 95.0
+
+
+def test_download_tables_cover_every_set():
+    """files.py lists the set names itself (no import cycle): it must stay in step with omniglot.SETS."""
+    from mapping.data import files, omniglot
+    expected = {f"images_{name}.zip" for name in omniglot.SETS} | {"all_runs.zip"}
+    assert set(files.URLS) == expected and set(files.MD5) == expected
