@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -105,10 +104,3 @@ def describe(record: dict[str, Any]) -> str:
     return (f"`{record['command']}` (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
             f"torch {record['torch']}, commit {commit}, {record['wall_seconds'] / 60:.1f} min)")
 
-
-def command_line() -> str:
-    """The command that started this process, as a user would type it."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith("__main__.py"):
-        argv[0] = "-m " + Path(argv[0]).parent.name
-    return "python " + " ".join(argv)

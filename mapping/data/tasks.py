@@ -11,7 +11,7 @@ For sinusoid regression ``x_shape = y_shape = (1,)``; for N-way K-shot classific
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -79,6 +79,3 @@ def validate_batch(support_x: Tensor, support_y: Tensor, query_x: Tensor, query_
         raise ValueError(f"query_y has per-example shape {tuple(query_y.shape[2:])} but support_y has "
                          f"{tuple(support_y.shape[2:])}")
 
-
-def batch_fields() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(TaskBatch) if f.name != "info")
