@@ -81,7 +81,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny numbers, for a CI smoke run")
     parser.add_argument("--out", default=None,
-                        help="also write <out>/benchmark_maml_sinusoid.json with provenance (e.g. results)")
+                        help="also write <out>/<name>.json with provenance (e.g. results)")
+    parser.add_argument("--name", default="benchmark_maml_sinusoid",
+                        help="record name, e.g. benchmark_maml_sinusoid_cuda for a GPU run")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     if args.quick:
@@ -152,7 +154,7 @@ def main(argv=None):
     per_iter = {n: (round(ms[n], 3) if n in ms else None) for n in ("mapping", "loop", "higher")}
     ratio = {n: (round(ms[n] / ms["mapping"], 3) if n in ms else None) for n in ("higher", "loop")}
     if args.out:
-        record = results.provenance("benchmark_maml_sinusoid", command="python benchmarks/maml_sinusoid.py "
+        record = results.provenance(args.name, command="python benchmarks/maml_sinusoid.py "
                                     + " ".join(argv if argv is not None else sys.argv[1:]),
                                     mode="quick" if args.quick else "full", seed=args.seed, device=device)
         metrics = {f"{n}/ms_per_iter": v for n, v in per_iter.items() if v is not None}
