@@ -37,8 +37,10 @@ def omniglot_metric(args: argparse.Namespace) -> dict:
     from .experiments.omniglot_metric import full_configs, run
     configs = [c for c in full_configs(args.mode) if not args.methods or c.method in args.methods]
     configs = [dataclasses.replace(c, seed=args.seed) for c in configs]
-    metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None)
-    return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs]}}
+    metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
+                  jobs=args.jobs, threads=args.threads)
+    return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "jobs": args.jobs,
+                                           "threads_per_job": args.threads or torch.get_num_threads()}}
 
 
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     parser.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per job)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="omniglot-metric: runs trained at once in worker processes (default 1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

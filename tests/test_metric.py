@@ -353,3 +353,32 @@ def test_siamese_pair_training_interface():
         net.verify(x1, x2, batch_dims=0)
     with pytest.raises(ValueError, match="same has shape"):
         net.pair_loss(x1, x2, same[0], batch_dims=2)
+
+
+@pytest.mark.parametrize("method", ["protonet", "matching", "siamese"])
+def test_accuracy_from_precomputed_embeddings_equals_per_episode(method):
+    """Evaluation embeds every test image once and samples episodes from the table: the same episodes and
+    the same predictions as embedding each episode's images (eval-mode batch norm)."""
+    from mapping.experiments.omniglot_metric import MetricConfig, accuracy, build
+
+    torch.manual_seed(0)
+    model = build(MetricConfig(method=method, hidden=16))
+    images = torch.rand(12, 20, 28, 28)  # (classes, examples, H, W)
+    sampler = EpisodeSampler(images, 5, 2, 3)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(3):  # move the weights and the running statistics away from their initial values
+        loss, _ = model.loss(sampler.sample(1, torch.Generator().manual_seed(_)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    fast = accuracy(model, sampler, 40, torch.Generator().manual_seed(1), chunk=7)  # (40,)
+    slow = accuracy(model, sampler, 40, torch.Generator().manual_seed(1), chunk=7, precompute=False)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=0)
+    assert 0 < slow.mean() < 1  # not trivially equal
+    assert isinstance(model.backbone, Conv4)  # the backbone is put back
+
+
+def test_batch_statistics_models_are_not_evaluated_from_a_table():
+    from mapping.experiments.omniglot_metric import query_independent
+    assert query_independent(PrototypicalNetwork(Conv4(hidden=8, bn="running")))
+    assert not query_independent(PrototypicalNetwork(Conv4(hidden=8, bn="batch")))

@@ -29,3 +29,28 @@ def test_reproduce_omniglot_metric_smoke(tmp_path, monkeypatch):
     # even 30 smoke episodes put ProtoNets well above chance on unseen characters
     assert metrics["protonet/5w1s/acc"] > 40 and metrics["protonet/20w1s/acc"] > 15
     assert 0 <= metrics["protonet/lake20/error"] < 95 and 0 <= metrics["protonet/minimal/lake20/error"] <= 100
+
+
+@needs_data
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_metrics(tmp_path, monkeypatch):
+    """--jobs 2 trains configs in worker processes; each run is seeded by its config, so nothing changes."""
+    monkeypatch.setenv("MAPPING_CACHE", os.environ.get("MAPPING_CACHE", str(tmp_path / "cache")))
+    records = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        assert reproduce(["omniglot-metric", "--mode", "smoke", "--methods", "protonet", "--out", str(out),
+                          "--no-resume", "--threads", "1", "--jobs", str(jobs)]) == 0
+        records[jobs] = json.loads((out / "omniglot_metric.json").read_text())
+    assert records[2]["config"]["jobs"] == 2 and records[2]["config"]["threads_per_job"] == 1
+
+    def science(record):  # everything but the wall times
+        return {k: v for k, v in record["metrics"].items() if not k.endswith("_seconds")}
+    assert science(records[1]) == science(records[2])
+    assert {"protonet/5w1s/acc", "protonet/lake20/error", "protonet/minimal/lake20/error"} <= set(science(records[2]))
+
+
+def test_jobs_must_be_a_positive_int():
+    from mapping.experiments.omniglot_metric import run
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        run([], jobs=0)

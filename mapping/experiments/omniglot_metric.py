@@ -21,6 +21,7 @@ from .. import budget
 from ..data import EpisodeSampler, evaluate_lake, lake_split, small_split, vinyals_split
 from ..meta import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
 from ..nn import Conv4
+from ..nn.conv4 import BatchStatNorm2d
 from ..stats import mean_ci95
 from ..train import train
 
@@ -109,17 +110,45 @@ def fit(config: MetricConfig, data: dict, device: torch.device | str = "cpu", ch
     return model, history
 
 
+def query_independent(model: nn.Module) -> bool:
+    """Whether, in eval mode, an image's embedding depends on that image alone (no batch-statistic norm)."""
+    return not any(isinstance(m, BatchStatNorm2d) for m in model.modules())
+
+
+@torch.no_grad()
+def embed_all(backbone: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+              chunk: int = 2000) -> torch.Tensor:
+    """``images (classes, examples, H, W) -> (classes, examples, d)``, embedded ``chunk`` images at a time."""
+    flat = images.flatten(0, 1)  # (classes*examples, H, W)
+    z = torch.cat([backbone(flat[i:i + chunk, None].to(device)) for i in range(0, len(flat), chunk)])  # (N, d)
+    return z.reshape(*images.shape[:2], -1)  # (classes, examples, d)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, sampler: EpisodeSampler, episodes: int, generator: torch.Generator,
-             device: torch.device | str = "cpu", chunk: int = 25) -> torch.Tensor:
-    """Query accuracy of each of ``episodes`` test episodes, ``(episodes,)``, with batch norm in eval mode."""
+             device: torch.device | str = "cpu", chunk: int = 25, precompute: bool = True) -> torch.Tensor:
+    """Query accuracy of each of ``episodes`` test episodes, ``(episodes,)``, with batch norm in eval mode.
+
+    With ``precompute`` (and a backbone whose eval-mode output depends on each image alone) every test image
+    is embedded once and episodes are drawn from the table of embeddings: the same episodes as drawing
+    images (the sampler's random draws depend only on the table's shape), at a fraction of the cost.
+    """
     model.eval()
-    out = []
-    for start in range(0, episodes, chunk):
-        batch = sampler.sample(min(chunk, episodes - start), generator).to(device)
-        n_way = batch.info["classes"].shape[1]
-        scores = model(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, q, n_way)
-        out.append((scores.argmax(-1) == batch.query_y).double().mean(1).cpu())  # (tasks,)
+    table = precompute and query_independent(model) and hasattr(model, "backbone")
+    if table:
+        z = embed_all(model.backbone, sampler.images, device)  # (classes, examples, d)
+        sampler = EpisodeSampler(z, sampler.n_way, sampler.k_shot, sampler.q_query, channel=False)
+        backbone, model.backbone = model.backbone, nn.Identity()
+    try:
+        out = []
+        for start in range(0, episodes, chunk):
+            batch = sampler.sample(min(chunk, episodes - start), generator).to(device)
+            n_way = batch.info["classes"].shape[1]
+            scores = model(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, q, n_way)
+            out.append((scores.argmax(-1) == batch.query_y).double().mean(1).cpu())  # (tasks,)
+    finally:
+        if table:
+            model.backbone = backbone
     return torch.cat(out)
 
 
@@ -146,30 +175,61 @@ def lake_error(model: nn.Module, device: torch.device | str = "cpu", root=None) 
     return evaluate_lake(classify, root=root, device=device).error
 
 
-def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpoint_dir=None,
-        progress: bool | None = None) -> dict[str, float]:
-    """Train and evaluate each config: ``"{method}/{n}w{k}s/acc"`` on the 1200-character split,
-    ``"{method}/lake20/error"`` trained on the background set, ``"{method}/minimal/lake20/error"`` on small1."""
-    from pathlib import Path
+def run_one(config: MetricConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
+            progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
+    """Train and evaluate one config; its metrics are named as in :func:`run`."""
     import hashlib
     import json
+    from pathlib import Path
 
+    data = data if data is not None else load_split(config.split)
+    name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
+    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    ckpt = Path(checkpoint_dir) / f"omniglot-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
+    tic = time.perf_counter()
+    model, _ = fit(config, data, device, ckpt, progress)
+    metrics = {f"{name}/train_seconds": time.perf_counter() - tic, f"{name}/episodes": config.episodes}
+    tic = time.perf_counter()
+    if config.split == "vinyals":
+        metrics.update(evaluate(model, config, data, device))
+    else:  # Lake's runs: "protonet/lake20/error" (background set), "protonet/minimal/lake20/error"
+        lake = config.method if config.split == "background" else name
+        metrics[f"{lake}/lake20/error"] = lake_error(model, device)
+    metrics[f"{name}/eval_seconds"] = time.perf_counter() - tic
+    return metrics
+
+
+def _worker(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpoint_dir=None,
+        progress: bool | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, float]:
+    """Train and evaluate each config: ``"{method}/{n}w{k}s/acc"`` on the 1200-character split,
+    ``"{method}/lake20/error"`` trained on the background set, ``"{method}/minimal/lake20/error"`` on small1.
+
+    ``jobs > 1`` trains that many configs at once in worker processes of ``threads`` torch threads each,
+    taking the configs in the given order as workers free up (put the longest first). Each run is seeded
+    by its config alone, so the metrics do not depend on ``jobs``.
+    """
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     metrics: dict[str, float] = {}
-    cache: dict[str, dict] = {}
-    for config in configs:
-        data = cache.setdefault(config.split, load_split(config.split))
-        name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
-        key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
-        ckpt = Path(checkpoint_dir) / f"omniglot-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
-        tic = time.perf_counter()
-        model, _ = fit(config, data, device, ckpt, progress)
-        metrics[f"{name}/train_seconds"] = time.perf_counter() - tic
-        metrics[f"{name}/episodes"] = config.episodes
-        if config.split == "vinyals":
-            metrics.update(evaluate(model, config, data, device))
-        else:  # Lake's runs: "protonet/lake20/error" (background set), "protonet/minimal/lake20/error"
-            lake = config.method if config.split == "background" else name
-            metrics[f"{lake}/lake20/error"] = lake_error(model, device)
+    if jobs == 1:
+        cache: dict[str, dict] = {}
+        for config in configs:
+            data = cache.setdefault(config.split, load_split(config.split))
+            metrics.update(run_one(config, device, checkpoint_dir, progress, data))
+        return metrics
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(run_one, c, str(device), checkpoint_dir, progress) for c in configs]
+        for future in futures:
+            metrics.update(future.result())
     return metrics
 
 
