@@ -3,6 +3,8 @@
     python -m mapping.reproduce sinusoid                 # the MAML paper's setup: 70,000 meta-iterations
     python -m mapping.reproduce sinusoid --mode quick    # the book's budget, for a check
     python -m mapping.reproduce omniglot-metric          # ProtoNets, Matching and Siamese networks on Omniglot
+    python -m mapping.reproduce omniglot-metric --methods siamese --episodes 9000 --halve-every 3000 \
+        --name omniglot_metric_siamese                  # one method with a longer budget, in its own record
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
 """
@@ -36,7 +38,8 @@ def omniglot_metric(args: argparse.Namespace) -> dict:
 
     from .experiments.omniglot_metric import full_configs, run
     configs = [c for c in full_configs(args.mode) if not args.methods or c.method in args.methods]
-    configs = [dataclasses.replace(c, seed=args.seed) for c in configs]
+    overrides = {k: v for k, v in (("episodes", args.episodes), ("halve_every", args.halve_every)) if v is not None}
+    configs = [dataclasses.replace(c, seed=args.seed, **overrides) for c in configs]
     metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
                   jobs=args.jobs, threads=args.threads)
     return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "jobs": args.jobs,
@@ -58,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per job)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="omniglot-metric: training episodes of every selected run (default: the mode's)")
+    parser.add_argument("--halve-every", type=int, default=None,
+                        help="omniglot-metric: learning-rate halving interval of every selected run")
+    parser.add_argument("--name", default=None,
+                        help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="omniglot-metric: runs trained at once in worker processes (default 1)")
     args = parser.parse_args(argv)
@@ -66,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args.device = get_device(args.device)
     seed_everything(args.seed)
     command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
-    record = results.provenance(args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
+    if args.name is not None and not args.name.replace("_", "").isalnum():
+        parser.error(f"--name must be letters, digits and underscores, got {args.name!r}")
+    for flag in ("episodes", "halve_every"):
+        value = getattr(args, flag)
+        if value is not None and (args.experiment != "omniglot-metric" or value < 1):
+            parser.error(f"--{flag.replace('_', '-')} takes a positive int and applies to omniglot-metric only")
+    record = results.provenance(args.name or args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
                                 device=args.device)
     tic = time.perf_counter()
     record.update(EXPERIMENTS[args.experiment](args))

@@ -54,3 +54,24 @@ def test_jobs_must_be_a_positive_int():
     from mapping.experiments.omniglot_metric import run
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         run([], jobs=0)
+
+
+@needs_data
+def test_budget_overrides_and_record_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPPING_CACHE", os.environ.get("MAPPING_CACHE", str(tmp_path / "cache")))
+    assert reproduce(["omniglot-metric", "--mode", "smoke", "--methods", "siamese", "--episodes", "3",
+                      "--halve-every", "2", "--name", "omniglot_metric_siamese", "--out", str(tmp_path),
+                      "--no-resume"]) == 0
+    record = json.loads((tmp_path / "omniglot_metric_siamese.json").read_text())
+    assert record["name"] == "omniglot_metric_siamese"
+    assert [(r["method"], r["episodes"], r["halve_every"]) for r in record["config"]["runs"]] == [("siamese", 3, 2)]
+    assert record["metrics"]["siamese/episodes"] == 3 and "siamese/20w5s/mean/acc" in record["metrics"]
+
+
+@pytest.mark.parametrize("argv, match", [(["sinusoid", "--episodes", "5"], "--episodes"),
+                                         (["omniglot-metric", "--halve-every", "0"], "--halve-every"),
+                                         (["omniglot-metric", "--name", "../x"], "--name")])
+def test_bad_reproduce_arguments(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        reproduce(argv)
+    assert match in capsys.readouterr().err
