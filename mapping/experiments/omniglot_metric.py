@@ -156,23 +156,24 @@ def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.d
              ) -> dict[str, float]:
     """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` in % over ``test_episodes`` episodes of the test split."""
     metrics = {}
+    rules = [None]  # None: the model's own scoring; Siamese networks also report their other k-shot rule
+    if isinstance(model, SiameseNetwork):
+        rules.append("mean" if model.reduce == "max" else "max")
     for n, k in SETTINGS:
-        g = torch.Generator().manual_seed(config.seed + 1000 * n + k)
-        acc = accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g, device)
-        mean, ci = mean_ci95(100 * acc)
-        metrics[f"{config.method}/{n}w{k}s/acc"] = mean.item()
-        metrics[f"{config.method}/{n}w{k}s/ci95"] = ci.item()
-        if isinstance(model, SiameseNetwork) and k > 1:  # the other k-shot rule, on the same episodes
-            other = "mean" if model.reduce == "max" else "max"
-            model.reduce, default = other, model.reduce
-            try:
+        for rule in rules if k > 1 else rules[:1]:
+            default = getattr(model, "reduce", None)
+            if rule is not None:
+                model.reduce = rule
+            try:  # the same seed, so every rule sees the same episodes
                 g = torch.Generator().manual_seed(config.seed + 1000 * n + k)
                 acc = accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g, device)
             finally:
-                model.reduce = default
+                if rule is not None:
+                    model.reduce = default
             mean, ci = mean_ci95(100 * acc)
-            metrics[f"{config.method}/{n}w{k}s/{other}/acc"] = mean.item()
-            metrics[f"{config.method}/{n}w{k}s/{other}/ci95"] = ci.item()
+            key = f"{config.method}/{n}w{k}s" + (f"/{rule}" if rule else "")
+            metrics[f"{key}/acc"] = mean.item()
+            metrics[f"{key}/ci95"] = ci.item()
     return metrics
 
 
