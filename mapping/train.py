@@ -40,6 +40,7 @@ def train(step: Callable[[int], Metrics], iterations: int, *, state: dict[str, A
 
     Returns the history ``{"train": [{"iteration", metrics...}], "eval": [{"iteration", metrics...}]}``.
     A non-finite loss raises ``FloatingPointError`` naming the iteration; the last checkpoint stays intact.
+    Asking for fewer ``iterations`` than the checkpoint holds raises ``ValueError`` (nothing is overwritten).
     """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
@@ -49,6 +50,10 @@ def train(step: Callable[[int], Metrics], iterations: int, *, state: dict[str, A
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         saved = ckpt.load(path)
+        if int(saved["iteration"]) > iterations:
+            raise ValueError(f"iterations={iterations} is fewer than the {int(saved['iteration'])} iterations that "
+                             f"checkpoint={str(path)!r} holds already; ask for at least that many, or pass another "
+                             "checkpoint path to start afresh (the checkpoint is left as it is)")
         if set(saved["state"]) != set(state):
             raise ValueError(f"checkpoint={str(path)!r} holds state {sorted(saved['state'])}, "
                              f"but state names {sorted(state)}")

@@ -67,9 +67,9 @@ def test_non_finite_inner_loss_names_step_and_task():
     poisoned = b.support_y.clone()
     poisoned[2, 0, 0] = math.nan
     bad = TaskBatch(b.support_x, poisoned, b.query_x, b.query_y)
-    with pytest.raises(FloatingPointError, match="at inner step 1 of task 2"):
+    with pytest.raises(FloatingPointError, match="support_y holds a non-finite value .* in task 2"):
         MAML(sinusoid_mlp(), steps=2).meta_loss(bad, F.mse_loss)
-    with pytest.raises(FloatingPointError, match="at inner step 1 of task 2"):
+    with pytest.raises(FloatingPointError, match="support_y holds a non-finite value .* in task 2"):
         Reptile(sinusoid_mlp(), steps=2).meta_grad(bad, F.mse_loss)
 
 
@@ -91,7 +91,7 @@ def test_learner_adapt_rejects_non_finite_and_non_scalar_loss():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(tasks=0, k_shot=5, q_query=5), "tasks must be an int >= 1"),
     (dict(tasks=2, k_shot=0, q_query=5), "k_shot must be an int >= 1"),
-    (dict(tasks=2, k_shot=5, q_query=-1), "q_query must be an int >= 0"),
+    (dict(tasks=2, k_shot=5, q_query=0), "q_query must be an int >= 1"),
 ])
 def test_bad_sinusoid_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):

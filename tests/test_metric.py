@@ -327,8 +327,8 @@ def test_bad_loss_and_pair_input():
             sample_pairs(id_images(), pairs)
     with pytest.raises(ValueError, match="images must be a tensor of shape"):
         sample_pairs(id_images()[:1], 4)
-    one_shot = TaskBatch(batch.support_x[:, ::2], batch.support_y[:, ::2], batch.query_x[:, :0],
-                         batch.query_y[:, :0])
+    one_shot = TaskBatch(batch.support_x[:, ::2], batch.support_y[:, ::2], batch.query_x[:, :1],
+                         torch.full_like(batch.query_y[:, :1], 3))  # four examples, four labels
     with pytest.raises(ValueError, match="without two examples of one label"):
         pairs_from_batch(one_shot, 4)
     with pytest.raises(ValueError, match="bn must be one of"):

@@ -122,7 +122,7 @@ def test_expected_directions_for_k_steps(float64, k):
     from mapping.meta.analysis import expected_gradients
     torch.manual_seed(0)
     model = MLP((1, 5, 1), activation=nn.Tanh)
-    data = Sinusoid().sample(1, 12, 0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    data = Sinusoid().sample(1, 12, 1, torch.Generator().manual_seed(0), dtype=torch.float64)
     batches = [flat_loss(model, F.mse_loss, data.support_x[0, i::3], data.support_y[0, i::3]) for i in range(3)]
     losses, phi = [b[0] for b in batches], batches[0][1]
     avg_grad = torch.stack([torch.func.grad(L)(phi) for L in losses]).mean(0)

@@ -96,3 +96,15 @@ def test_sinusoid_meta_training_resumes_bit_exactly(tmp_path):
     resumed, _ = meta_train("maml", config, checkpoint=tmp_path / "m.pt", progress=False)
     for a, b in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
+
+
+def test_fewer_iterations_than_the_checkpoint_holds_is_refused_and_loses_nothing(tmp_path):
+    model, opt, gen, step = make_run()
+    path = tmp_path / "run.pt"
+    train(step, 6, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"iterations=4 is fewer than the 6 iterations that checkpoint="):
+        train(step, 4, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
+    assert path.read_bytes() == before
+    again = train(step, 6, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
+    assert len(again["train"]) == 6  # the finished run is returned as saved

@@ -1,39 +1,32 @@
-"""Episodic N-way K-shot sampling from a ``(classes, examples, *shape)`` tensor, fully vectorized.
+"""Episodic N-way K-shot sampling over any labelled data, fully vectorized.
 
 The episode protocol of Vinyals et al. 2016 (Matching Networks) and Snell et al. 2017 (Prototypical
 Networks): each task draws ``n_way`` distinct classes, and for each class ``k_shot + q_query``
 distinct examples; the first ``k_shot`` form the support set and the rest the query set, so no
 example is ever both. Labels are the class's position in the task, ``0 .. n_way - 1``.
 
-Every random choice is the head of a batched random permutation (random keys, ``topk``), and the
-examples are gathered with one advanced-indexing call: there is no Python loop over tasks or classes.
+One sampler, three ways in: a ``(classes, examples, *shape)`` tensor (Omniglot, 20 drawings per class;
+:meth:`OmniglotSplit.sampler <mapping.data.OmniglotSplit.sampler>`), tensors ``x (N, *shape)`` and labels
+``y (N,)`` (:meth:`EpisodeSampler.from_labels`), or a map-style dataset of ``(x, label)``
+(:meth:`EpisodeSampler.from_dataset`). All three group the dataset indices by class in one padded table
+and draw from it as :mod:`mapping.data.sampler` describes: random keys and ``topk``, no Python loop over
+tasks or classes. :meth:`EpisodeSampler.batch_sampler` and :attr:`EpisodeSampler.collate` give the same
+episodes through a ``torch.utils.data.DataLoader``.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
 
+from .sampler import (ClassTable, EpisodeBatchSampler, EpisodeCollate, check_count, dataset_labels, draw_episodes,
+                      episode_batch, label_tensor, random_subsets)
 from .tasks import TaskBatch
 
-
-def _check_count(name: str, value: object, limit: int, why: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-        raise ValueError(f"{name} must be an int in [1, {limit}] ({why}), got {value!r}")
-
-
-def random_subsets(rows: tuple[int, ...], population: int, size: int,
-                   generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
-    """Indices of ``size`` distinct items out of ``population``, independently for every row.
-
-    The first ``size`` entries of a batched random permutation ``rand(...).argsort()``, computed
-    with ``topk`` (the ``size`` largest keys, in descending key order: a uniformly random subset in
-    random order) so that it costs O(population) rather than a full sort. Returns shape
-    ``(*rows, size)``, int64. The keys are float64 so that ties (which would favour some indices)
-    have negligible probability even among thousands of items.
-    """
-    keys = torch.rand(*rows, population, generator=generator, dtype=torch.float64,
-                      device=device)  # (*rows, population)
-    return keys.topk(size, dim=-1, sorted=True).indices  # (*rows, size)
+__all__ = ["EpisodeSampler"]
 
 
 class EpisodeSampler:
@@ -43,6 +36,12 @@ class EpisodeSampler:
     (Lake et al. 2015). When the examples are 2-D (``images.dim() == 4``) they are treated as
     one-channel images and returned as ``(1, H, W)``; pass ``channel=False`` to keep ``(H, W)``.
     Any other example shape is returned unchanged, so the sampler works for any per-class data.
+    Data with labels rather than one row per class: :meth:`from_labels` and :meth:`from_dataset`.
+
+    Attributes: ``n_way``, ``k_shot``, ``q_query``; ``classes`` ``(classes,)`` the labels that can be drawn;
+    ``skipped_classes`` the labels with fewer than ``k_shot + q_query`` examples, never drawn; ``images`` the
+    ``(classes, examples, *shape)`` tensor of this constructor (``None`` for the other two forms); ``x`` the
+    examples ``(N, *shape)`` of the tensor forms (``None`` for a dataset); ``labels`` ``(N,)``; ``dataset``.
     """
 
     def __init__(self, images: Tensor, n_way: int, k_shot: int, q_query: int, *,
@@ -51,21 +50,95 @@ class EpisodeSampler:
             raise ValueError("images must be a tensor of shape (classes, examples, *shape), "
                              f"got {getattr(images, 'shape', type(images).__name__)}")
         classes, examples = images.shape[:2]
-        _check_count("n_way", n_way, classes, f"images holds {classes} classes")
-        _check_count("k_shot", k_shot, examples, f"images holds {examples} examples per class")
-        _check_count("q_query", q_query, examples, f"images holds {examples} examples per class")
+        check_count("n_way", n_way, classes, f"images holds {classes} classes")
+        check_count("k_shot", k_shot, examples, f"images holds {examples} examples per class")
+        check_count("q_query", q_query, examples, f"images holds {examples} examples per class")
         if k_shot + q_query > examples:
             raise ValueError(f"k_shot + q_query must be at most {examples} (the examples per class, e.g. "
                              f"Omniglot's 20 drawers), so that no example is both support and query; "
                              f"got k_shot={k_shot} + q_query={q_query} = {k_shot + q_query}")
-        self.images = images
-        self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
         channel = images.dim() == 4 if channel is None else channel
-        self.example_shape = (1, *images.shape[2:]) if channel else tuple(images.shape[2:])
+        example_shape = (1, *images.shape[2:]) if channel else tuple(images.shape[2:])
+        x = images.reshape(classes * examples, *images.shape[2:])  # (classes*examples, *shape), a view if contiguous
+        y = torch.arange(classes, device=images.device).repeat_interleave(examples)  # (classes*examples,)
+        self._setup(x, y, None, n_way, k_shot, q_query, example_shape)
+        self.images = images
+
+    @classmethod
+    def from_labels(cls, x: Tensor, y: Tensor, n_way: int, k_shot: int, q_query: int) -> "EpisodeSampler":
+        """A sampler over examples ``x (N, *shape)`` with labels ``y (N,)`` of any integer values.
+
+        Classes may differ in size; those with fewer than ``k_shot + q_query`` examples are never drawn
+        and are listed in ``skipped_classes``. Episodes come as ``(tasks, shots, *shape)``.
+        """
+        if not isinstance(x, Tensor) or x.dim() < 1:
+            raise ValueError("x must be a tensor of examples of shape (N, *shape), "
+                             f"got {getattr(x, 'shape', type(x).__name__)}")
+        if not isinstance(y, Tensor):
+            raise ValueError(f"y must be a 1-D integer torch.Tensor of labels (N,), got {type(y).__name__}")
+        y = label_tensor("y", y).to(x.device)  # (N,)
+        if len(y) != len(x):
+            raise ValueError(f"x and y must hold the same number of examples: x has shape {tuple(x.shape)} "
+                             f"(N={len(x)}) but y has {len(y)} labels")
+        sampler = cls.__new__(cls)
+        sampler._setup(x, y, None, n_way, k_shot, q_query, tuple(x.shape[1:]))
+        return sampler
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, n_way: int, k_shot: int, q_query: int,
+                     labels: Any = None) -> "EpisodeSampler":
+        """A sampler over any map-style ``dataset`` whose items are ``(x, label)`` with an integer label.
+
+        Labels come from ``labels`` (one per example), else ``dataset.targets`` (torchvision's datasets),
+        else one pass ``dataset[i][1]`` over the dataset. Drawing stays vectorized; :meth:`sample` then
+        loads the drawn examples with ``dataset[i]`` one by one and stacks them, the only Python loop
+        (a DataLoader with :meth:`batch_sampler` and workers does that loading in parallel).
+        """
+        y = dataset_labels(dataset, labels)  # (N,)
+        sampler = cls.__new__(cls)
+        sampler._setup(None, y, dataset, n_way, k_shot, q_query, None)
+        return sampler
+
+    def _setup(self, x: Tensor | None, y: Tensor, dataset: Dataset | None, n_way: int, k_shot: int,
+               q_query: int, example_shape: tuple[int, ...] | None) -> None:
+        """Validate the counts against the class sizes of ``y`` and build the class table."""
+        full = ClassTable.from_labels(y)
+        largest, total = int(full.counts.max()), len(full.labels)
+        check_count("k_shot", k_shot, largest, f"the largest class has {largest} examples")
+        check_count("q_query", q_query, largest, f"the largest class has {largest} examples")
+        if k_shot + q_query > largest:
+            raise ValueError(f"k_shot + q_query must be at most {largest} (the examples of the largest class), so "
+                             f"that no example is both support and query; got k_shot={k_shot} + q_query={q_query}")
+        check_count("n_way", n_way, total, f"the labels name {total} classes")
+        self.table, self.skipped_classes = full.at_least(k_shot + q_query)
+        usable = len(self.table.labels)
+        if usable < n_way:
+            raise ValueError(f"n_way={n_way} needs {n_way} classes with at least k_shot + q_query = "
+                             f"{k_shot + q_query} examples, but only {usable} of the {total} classes have that many "
+                             f"(class sizes {int(full.counts.min())}..{largest}); lower n_way, k_shot or q_query")
+        self.x, self.labels, self.dataset, self.images = x, y, dataset, None
+        self.n_way, self.k_shot, self.q_query = n_way, k_shot, q_query
+        self.example_shape = example_shape
+
+    @property
+    def classes(self) -> Tensor:
+        """``(classes,)`` the original labels that episodes are drawn from, in increasing order."""
+        return self.table.labels
 
     def __repr__(self) -> str:
-        return (f"EpisodeSampler(classes={self.images.shape[0]}, examples={self.images.shape[1]}, "
-                f"n_way={self.n_way}, k_shot={self.k_shot}, q_query={self.q_query})")
+        if self.images is not None:
+            return (f"EpisodeSampler(classes={self.images.shape[0]}, examples={self.images.shape[1]}, "
+                    f"n_way={self.n_way}, k_shot={self.k_shot}, q_query={self.q_query})")
+        counts = self.table.counts
+        return (f"EpisodeSampler(classes={len(counts)}, examples={int(counts.min())}..{int(counts.max())}, "
+                f"n_way={self.n_way}, k_shot={self.k_shot}, q_query={self.q_query}, "
+                f"skipped_classes={len(self.skipped_classes)})")
+
+    def sample_indices(self, tasks: int, generator: torch.Generator | None = None) -> Tensor:
+        """Dataset indices ``(tasks, n_way, k_shot + q_query)`` of ``tasks`` episodes, support before query;
+        the draw of :meth:`sample` for the same generator state."""
+        check_count("tasks", tasks, None)
+        return draw_episodes(self.table, tasks, self.n_way, self.k_shot + self.q_query, generator).indices
 
     def sample(self, tasks: int, generator: torch.Generator | None = None) -> TaskBatch:
         """``tasks`` independent episodes, drawn with ``generator`` (reproducible for a seeded one).
@@ -73,25 +146,49 @@ class EpisodeSampler:
         Returns ``support_x (tasks, n_way * k_shot, *example_shape)``, ``support_y (tasks, n_way * k_shot)``,
         ``query_x (tasks, n_way * q_query, *example_shape)``, ``query_y (tasks, n_way * q_query)``;
         examples are grouped by class, so ``support_y[t] = [0]*k_shot + [1]*k_shot + ...``. ``info``
-        holds ``classes (tasks, n_way)`` (row ``j`` has label ``j``) and the example indices
-        ``support_examples (tasks, n_way, k_shot)`` and ``query_examples (tasks, n_way, q_query)``.
-        Random numbers are drawn on the generator's device (``images``' device without one).
+        holds ``classes (tasks, n_way)`` (the original label of label ``j`` in row ``j``), the positions
+        of the examples within their class ``support_examples (tasks, n_way, k_shot)`` and ``query_examples
+        (tasks, n_way, q_query)`` (for ``images``: the example index), and their dataset indices
+        ``support_indices`` and ``query_indices`` of the same shapes (for ``images``: ``class * examples +
+        example``). Random numbers are drawn on the generator's device (the data's device without one).
         """
-        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-            raise ValueError(f"tasks must be an int >= 1, got {tasks!r}")
-        n, k, q = self.n_way, self.k_shot, self.q_query
-        classes, examples = self.images.shape[:2]
-        device = self.images.device
-        key_device = generator.device if generator is not None else device
-        chosen = random_subsets((tasks,), classes, n, generator, key_device).to(device)  # (tasks, n_way)
-        picks = random_subsets((tasks, n), examples, k + q, generator, key_device).to(device)  # (tasks, n_way, k+q)
-        rows = chosen[:, :, None]  # (tasks, n_way, 1)
-        support_x = self.images[rows, picks[:, :, :k]]  # (tasks, n_way, k_shot, *shape), one copy each
-        query_x = self.images[rows, picks[:, :, k:]]  # (tasks, n_way, q_query, *shape)
-        support_x = support_x.reshape(tasks, n * k, *self.example_shape)  # (tasks, n_way*k_shot, *example_shape)
-        query_x = query_x.reshape(tasks, n * q, *self.example_shape)  # (tasks, n_way*q_query, *example_shape)
-        labels = torch.arange(n, device=device)  # (n_way,)
-        support_y = labels.repeat_interleave(k).repeat(tasks, 1)  # (tasks, n_way*k_shot)
-        query_y = labels.repeat_interleave(q).repeat(tasks, 1)  # (tasks, n_way*q_query)
-        info = {"classes": chosen, "support_examples": picks[:, :, :k], "query_examples": picks[:, :, k:]}
-        return TaskBatch(support_x, support_y, query_x, query_y, info=info)
+        check_count("tasks", tasks, None)
+        k = self.k_shot
+        draw = draw_episodes(self.table, tasks, self.n_way, k + self.q_query, generator)
+        info = {"classes": self.table.labels[draw.rows],  # (tasks, n_way)
+                "support_examples": draw.slots[..., :k], "query_examples": draw.slots[..., k:],
+                "support_indices": draw.indices[..., :k], "query_indices": draw.indices[..., k:]}
+        if self.dataset is None:
+            support = self.x[draw.indices[..., :k]]  # (tasks, n_way, k_shot, *shape), one copy
+            query = self.x[draw.indices[..., k:]]  # (tasks, n_way, q_query, *shape)
+            return episode_batch(support, query, self.example_shape, info)
+        return self._load(draw.indices, info)
+
+    def _load(self, indices: Tensor, info: dict) -> TaskBatch:
+        """Load the examples at ``indices (tasks, n_way, k+q)`` from the dataset, one ``dataset[i]`` each."""
+        batch = self.collate([self.dataset[i] for i in indices.flatten().tolist()])
+        if not torch.equal(batch.info["classes"], info["classes"]):
+            raise ValueError("the dataset's items carry other labels than the labels the sampler was built from "
+                             "(labels=... or dataset.targets); pass labels that match dataset[i][1]")
+        return replace(batch, info=info)
+
+    @property
+    def collate(self) -> EpisodeCollate:
+        """``collate_fn`` for a DataLoader over :meth:`batch_sampler`: ``(x, label)`` items -> :class:`TaskBatch`."""
+        return EpisodeCollate(self.n_way, self.k_shot, self.q_query,
+                              self.example_shape if self.images is not None else None)
+
+    @property
+    def source(self) -> Dataset:
+        """The dataset the indices refer to: ``dataset``, or ``TensorDataset(x, labels)`` for the tensor forms."""
+        return self.dataset if self.dataset is not None else TensorDataset(self.x, self.labels)
+
+    def batch_sampler(self, batches: int, tasks: int = 1, generator: torch.Generator | None = None,
+                      seed: int | None = None) -> EpisodeBatchSampler:
+        """A ``torch.utils.data.Sampler`` of ``batches`` flat index lists, each ``tasks`` episodes, for
+        ``DataLoader(sampler.source, batch_sampler=..., collate_fn=sampler.collate, num_workers=...)``.
+
+        With ``generator`` the loader yields the same episodes as ``sample(tasks, generator)`` called
+        ``batches`` times; ``seed`` gives the same episodes every epoch; see :class:`EpisodeBatchSampler`.
+        """
+        return EpisodeBatchSampler(self.sample_indices, batches, tasks, generator, seed)

@@ -99,3 +99,6 @@ def _download(name: str, folder: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return folder / name
+
+
+__all__ = ["omniglot_file", "omniglot_root"]

@@ -135,3 +135,6 @@ def evaluate_lake(classify: Callable[[Tensor, Tensor], Tensor] | None = None, *,
             predictions[r] = predicted.cpu()
     wrong = (predictions != runs.labels).to(torch.float64)  # (runs, ways)
     return LakeResult(100.0 * wrong.mean().item(), 100.0 * wrong.mean(dim=1), predictions)
+
+
+__all__ = ["LakeResult", "LakeRuns", "evaluate_lake", "load_lake_runs", "nearest_neighbour"]

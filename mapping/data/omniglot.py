@@ -288,3 +288,5 @@ def _cache_path(path: Path, which: str, size: int, resample: str, strict: bool) 
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir("omniglot") / f"{which}-{size}px-{resample}-{digest}.pt"
 
+
+__all__ = ["OmniglotSplit", "lake_split", "load_omniglot", "rotate", "small_split", "vinyals_split"]

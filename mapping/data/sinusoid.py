@@ -43,7 +43,7 @@ class Sinusoid:
         Returns a :class:`TaskBatch` with x, y of shape ``(tasks, shots, 1)`` and ``info`` holding the
         task parameters ``amplitude`` and ``phase`` of shape ``(tasks,)``.
         """
-        for name, value, low in (("tasks", tasks, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 0)):
+        for name, value, low in (("tasks", tasks, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         g = generator
@@ -64,3 +64,6 @@ def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], g: torch.Gener
              dtype: torch.dtype) -> Tensor:
     lo, hi = bounds
     return lo + (hi - lo) * torch.rand(shape, generator=g, dtype=dtype)
+
+
+__all__ = ["Sinusoid"]

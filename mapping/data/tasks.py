@@ -62,12 +62,24 @@ def validate_batch(support_x: Tensor, support_y: Tensor, query_x: Tensor, query_
         if not isinstance(t, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape (tasks, shots, ...), got {type(t).__name__}")
         if t.dim() < 2:
-            raise ValueError(f"{name} must have shape (tasks, shots, ...), got shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must have shape (tasks, shots, ...), got shape {tuple(t.shape)}; for one task, "
+                             f"add the tasks dimension: {name}[None]")
+    if support_x.is_floating_point() and support_x.dim() == 2:
+        raise ValueError(f"support_x has shape {tuple(support_x.shape)}: {support_x.shape[0]} tasks of "
+                         f"{support_x.shape[1]} scalar examples. For one task of {support_x.shape[0]} examples add "
+                         f"the tasks dimension (support_x[None], shape {(1, *support_x.shape)}); scalar features "
+                         "need a trailing dimension, shape (tasks, shots, 1)")
     tasks = support_x.shape[0]
     for name, t in named.items():
         if t.shape[0] != tasks:
             raise ValueError(f"{name} has {t.shape[0]} tasks but support_x has {tasks}; "
                              "all four tensors must share the leading (tasks) dimension")
+    if tasks == 0:
+        raise ValueError("support_x holds 0 tasks; a task batch needs at least one task, shape (tasks, shots, ...)")
+    for name in ("support_x", "query_x"):
+        if named[name].shape[1] == 0:
+            raise ValueError(f"{name} holds 0 examples per task; every task needs at least one support and one "
+                             "query example")
     if support_y.shape[1] != support_x.shape[1]:
         raise ValueError(f"support_y has {support_y.shape[1]} shots but support_x has {support_x.shape[1]}")
     if query_y.shape[1] != query_x.shape[1]:
@@ -79,3 +91,5 @@ def validate_batch(support_x: Tensor, support_y: Tensor, query_x: Tensor, query_
         raise ValueError(f"query_y has per-example shape {tuple(query_y.shape[2:])} but support_y has "
                          f"{tuple(support_y.shape[2:])}")
 
+
+__all__ = ["TaskBatch", "validate_batch"]

@@ -82,3 +82,6 @@ def taylor_errors(loss1: Loss, loss2: Loss, phi: Tensor, alphas: list[float]) ->
         for k in out:
             out[k].append(torch.linalg.vector_norm(exact[k] - approx[k]).item())
     return out
+
+
+__all__ = ["exact_gradients", "expected_gradients", "flat_loss", "taylor_errors", "taylor_gradients"]

@@ -2,24 +2,38 @@
 
 Parameters are a ``dict[str, Tensor]`` (``dict(model.named_parameters())``); a model becomes a pure
 function ``forward(params, x)`` with :func:`torch.func.functional_call`. One task's inner loop is
-plain Python over ``steps``; :func:`torch.func.vmap` batches it over the tasks of a
-:class:`~mapping.data.TaskBatch`, and :func:`torch.func.grad` keeps every inner gradient
-differentiable, so ``loss.backward()`` on the query loss yields MAML's second-order meta-gradient
-(Finn et al. 2017, eq. 1 and Algorithm 1, lines 6-8).
+plain Python over ``steps``; :func:`torch.func.grad` keeps every inner gradient differentiable, so
+``loss.backward()`` on the query loss yields MAML's second-order meta-gradient (Finn et al. 2017, eq. 1
+and Algorithm 1, lines 6-8).
+
+The tasks of a :class:`~mapping.data.TaskBatch` run in one of three ways (``execution``):
+
+* ``"vmap"``: :func:`torch.func.vmap` over all tasks at once (fastest; memory grows with the tasks).
+* ``"chunk"``: ``vmap`` over chunks of ``chunk_size`` tasks, one after another (bounded memory).
+* ``"loop"``: a Python loop over tasks with :func:`torch.autograd.grad`, for modules ``vmap`` cannot run
+  (batch norm updating running statistics task by task, as learn2learn does; data-dependent control flow).
+
+Under ``vmap`` the normalisation kernels that torch differentiates wrongly there are routed to
+primitive-op versions (:mod:`mapping.nn.norms`), so every execution gives the same meta-gradient.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from ..nn.norms import check_vmappable, primitive_norms
+from .checks import (EXECUTIONS, check_alpha, check_data, check_execution, check_finite_inner, check_steps,
+                     checked_loss)
+
 Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Alpha = float | Mapping[str, Tensor]
+DEFAULT_EXECUTION = "vmap"  # chosen from benchmarks/meta_execution.py (see benchmarks/README.md)
+DEFAULT_CHUNK = 8
 
 
 def params_of(model: nn.Module) -> Params:
@@ -28,7 +42,10 @@ def params_of(model: nn.Module) -> Params:
 
 
 def functional(model: nn.Module) -> Forward:
-    """``forward(params, x)``: the model as a pure function of its parameters (buffers as stored)."""
+    """``forward(params, x)``: the model as a pure function of its parameters (buffers as stored).
+
+    The returned function keeps the model as ``forward.module``, so that the methods can check it.
+    """
     shapes = {k: p.shape for k, p in model.named_parameters()}
 
     def forward(params: Params, x: Tensor) -> Tensor:
@@ -39,24 +56,12 @@ def functional(model: nn.Module) -> Forward:
             if params[k].shape != shape:
                 raise ValueError(f"params[{k!r}] has shape {tuple(params[k].shape)}, the model expects {tuple(shape)}")
         return functional_call(model, params, (x,))
+    forward.module = model
     return forward
 
 
-def check_alpha(alpha: Alpha, params: Mapping[str, Tensor] | None = None) -> None:
-    """``alpha`` is a positive finite float, or (Meta-SGD) a dict of tensors shaped like ``params``."""
-    if isinstance(alpha, Mapping):
-        if params is not None:
-            for k, p in params.items():
-                if k in alpha and alpha[k].shape != p.shape:
-                    raise ValueError(f"alpha[{k!r}] has shape {tuple(alpha[k].shape)}, expected {tuple(p.shape)}")
-        return
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha must be a positive finite float (or a dict of per-parameter rates), got {alpha!r}")
-
-
-def check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+def _rates(alpha: Alpha, keys: Sequence[str]) -> Mapping[str, Tensor | float]:
+    return alpha if isinstance(alpha, Mapping) else {k: alpha for k in keys}
 
 
 def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
@@ -74,14 +79,15 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     """
     keys = list(params) if adapt is None else list(adapt)
     frozen = {k: v for k, v in params.items() if k not in keys}
+    support_fn, query_fn = checked_loss(loss_fn, "support_y"), checked_loss(loss_fn, "query_y")
 
     def support_loss(fast: Params) -> Tensor:
-        return loss_fn(forward({**frozen, **fast}, x), y)
+        return support_fn(forward({**frozen, **fast}, x), y)
 
     def query_loss(fast: Params) -> Tensor:
-        return loss_fn(forward({**frozen, **fast}, query[0]), query[1])
+        return query_fn(forward({**frozen, **fast}, query[0]), query[1])
 
-    fast = {k: params[k] for k in keys}
+    fast, rate = {k: params[k] for k in keys}, _rates(alpha, keys)
     inner, outer = [], []
     for _ in range(steps):
         if query is not None and trace:
@@ -89,7 +95,6 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
         g, loss = grad_and_value(support_loss)(fast)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
-        rate = alpha if isinstance(alpha, Mapping) else {k: alpha for k in keys}
         fast = {k: fast[k] - rate[k] * g[k] for k in keys}
         inner.append(loss)
     if query is not None:
@@ -99,50 +104,107 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
             torch.stack(outer) if outer else empty)
 
 
-def check_finite_inner(inner_losses: Tensor) -> None:
-    """Raise ``FloatingPointError`` naming the first task and inner step whose support loss is not finite.
+def inner_loop_autograd(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
+                        alpha: Alpha, first_order: bool = False, adapt: Sequence[str] | None = None,
+                        query: tuple[Tensor, Tensor] | None = None, trace: bool = False,
+                        ) -> tuple[Params, Tensor, Tensor]:
+    """:func:`inner_loop` with :func:`torch.autograd.grad` instead of ``torch.func`` (the ``"loop"`` execution).
 
-    ``inner_losses`` has shape ``(tasks, steps)``; step numbers in the message count from 1.
+    Modules may update buffers in place (batch norm's running statistics, once per forward call).
+    The inner graph is kept (``create_graph``) when grad mode is on and ``first_order`` is off.
     """
-    bad = ~torch.isfinite(inner_losses.detach())
-    if bad.any():
-        task, step = (int(i) for i in bad.nonzero()[0])
-        value = inner_losses[task, step].item()
-        raise FloatingPointError(f"the inner-loop support loss is not finite ({value}) at inner step {step + 1} "
-                                 f"of task {task}; lower alpha, check the task's data, or clip the inner gradients")
+    keys = list(params) if adapt is None else list(adapt)
+    frozen = {k: v for k, v in params.items() if k not in keys}
+    support_fn, query_fn = checked_loss(loss_fn, "support_y"), checked_loss(loss_fn, "query_y")
+    create = torch.is_grad_enabled() and not first_order
+    fast, rate = {k: params[k] for k in keys}, _rates(alpha, keys)
+    inner, outer = [], []
+    for _ in range(steps):
+        if query is not None and trace:
+            outer.append(query_fn(forward({**frozen, **fast}, query[0]), query[1]))
+        with torch.enable_grad():
+            leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
+            loss = support_fn(forward({**frozen, **leaves}, x), y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create, allow_unused=True)
+        fast = {k: fast[k] if g is None else fast[k] - rate[k] * (g if create else g.detach())
+                for k, g in zip(keys, grads)}
+        inner.append(loss if create else loss.detach())
+    if query is not None:
+        outer.append(query_fn(forward({**frozen, **fast}, query[0]), query[1]))
+    empty = x.new_zeros(0)
+    return ({**frozen, **fast}, torch.stack(inner) if inner else empty,
+            torch.stack(outer) if outer else empty)
+
+
+def _stack(results: list[tuple[Params, Tensor, Tensor]], dim_new: bool) -> tuple[Params, Tensor, Tensor]:
+    """Join per-task (``dim_new``: stack) or per-chunk (concatenate) results along the tasks dimension."""
+    join = torch.stack if dim_new else torch.cat
+    fast = {k: join([r[0][k] for r in results]) for k in results[0][0]}
+    return fast, join([r[1] for r in results]), join([r[2] for r in results])
+
+
+def validate_inner(forward: Forward, params: Params, support_x: Tensor, support_y: Tensor,
+                   query_x: Tensor | None, query_y: Tensor | None, *, steps: int, alpha: Alpha,
+                   adapt: Sequence[str] | None, execution: str, chunk_size: int) -> None:
+    """Every argument check of :func:`batched_inner_loop`, raising ``ValueError`` / ``FloatingPointError``."""
+    check_steps(steps)
+    check_alpha(alpha, params)
+    check_execution(execution, chunk_size)
+    if adapt is not None:
+        unknown = sorted(set(adapt) - params.keys())
+        if unknown:
+            raise ValueError(f"adapt names parameters that params does not have: {unknown}")
+    data = {"support_x": support_x, "support_y": support_y}
+    if query_x is not None:
+        data.update(query_x=query_x, query_y=query_y)
+    check_data(params, data, getattr(forward, "module", None))
 
 
 def batched_inner_loop(forward: Forward, loss_fn: LossFn, params: Params, support_x: Tensor, support_y: Tensor,
                        query_x: Tensor | None = None, query_y: Tensor | None = None, *, steps: int, alpha: Alpha,
                        first_order: bool = False, adapt: Sequence[str] | None = None, trace: bool = False,
-                       ) -> tuple[Params, Tensor, Tensor]:
-    """:func:`inner_loop` vmapped over tasks: x, y of shape ``(tasks, shots, ...)``.
+                       execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
+                       validate: bool = True) -> tuple[Params, Tensor, Tensor]:
+    """:func:`inner_loop` over tasks: x, y of shape ``(tasks, shots, ...)``, run as ``execution`` says.
 
     Returns adapted parameters with a leading ``tasks`` dimension, support losses ``(tasks, steps)`` and
     query losses ``(tasks, 1)`` after the last step, or with ``trace`` ``(tasks, steps + 1)`` after 0..steps
-    steps (empty if no query is given).
+    steps (empty if no query is given). Every execution keeps the whole graph; :func:`maml_loss` bounds
+    memory for ``"chunk"`` and ``"loop"`` by taking one backward per chunk. ``validate=False`` skips
+    :func:`validate_inner` (for a caller that checked the whole batch already).
     """
-    check_steps(steps)
-    check_alpha(alpha, params)
-    if adapt is not None:
-        unknown = sorted(set(adapt) - params.keys())
-        if unknown:
-            raise ValueError(f"adapt names parameters that params does not have: {unknown}")
     has_query = query_x is not None
+    qx, qy = (query_x, query_y) if has_query else (support_x, support_y)
+    if validate:
+        validate_inner(forward, params, support_x, support_y, query_x, query_y, steps=steps, alpha=alpha,
+                       adapt=adapt, execution=execution, chunk_size=chunk_size)
+    module = getattr(forward, "module", None)
+    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt, trace=trace)
 
-    def one_task(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Params, Tensor, Tensor]:
-        return inner_loop(forward, loss_fn, params, sx, sy, steps=steps, alpha=alpha, first_order=first_order,
-                          adapt=adapt, query=(qx, qy) if has_query else None, trace=trace)
+    if execution == "loop":
+        return _stack([inner_loop_autograd(forward, loss_fn, params, support_x[t], support_y[t],
+                                           query=(qx[t], qy[t]) if has_query else None, **kw)
+                       for t in range(support_x.shape[0])], dim_new=True)
 
-    qx = query_x if has_query else support_x
-    qy = query_y if has_query else support_y
-    return vmap(one_task)(support_x, support_y, qx, qy)
+    if module is not None:
+        check_vmappable(module)
+
+    def one_task(sx: Tensor, sy: Tensor, qx_: Tensor, qy_: Tensor) -> tuple[Params, Tensor, Tensor]:
+        return inner_loop(forward, loss_fn, params, sx, sy, query=(qx_, qy_) if has_query else None, **kw)
+
+    tasks = support_x.shape[0]
+    size = tasks if execution == "vmap" else chunk_size
+    with primitive_norms():
+        results = [vmap(one_task)(support_x[s:s + size], support_y[s:s + size], qx[s:s + size], qy[s:s + size])
+                   for s in range(0, tasks, size)]
+    return results[0] if len(results) == 1 else _stack(results, dim_new=False)
 
 
 @torch.no_grad()
 def adaptation_curve(forward: Forward, loss_fn: LossFn, params: Params, support_x: Tensor, support_y: Tensor,
                      query_x: Tensor, query_y: Tensor, *, steps: int, alpha: Alpha,
-                     adapt: Sequence[str] | None = None, check: bool = True) -> Tensor:
+                     adapt: Sequence[str] | None = None, check: bool = True, execution: str = DEFAULT_EXECUTION,
+                     chunk_size: int = DEFAULT_CHUNK) -> Tensor:
     """Query loss of every task after 0..steps inner SGD steps on its support set: ``(tasks, steps + 1)``.
 
     The evaluation protocol of Finn et al. 2017 (§5.1): fine-tune on the K support points, measure on the query.
@@ -152,7 +214,12 @@ def adaptation_curve(forward: Forward, loss_fn: LossFn, params: Params, support_
     if isinstance(alpha, Mapping):
         alpha = {k: v.detach() for k, v in alpha.items()}
     _, inner, outer = batched_inner_loop(forward, loss_fn, params, support_x, support_y, query_x, query_y,
-                                         steps=steps, alpha=alpha, first_order=True, adapt=adapt, trace=True)
+                                         steps=steps, alpha=alpha, first_order=True, adapt=adapt, trace=True,
+                                         execution=execution, chunk_size=chunk_size)
     if check:
         check_finite_inner(inner)
     return outer  # (tasks, steps + 1)
+
+
+__all__ = ["DEFAULT_CHUNK", "DEFAULT_EXECUTION", "adaptation_curve", "batched_inner_loop", "functional",
+           "inner_loop", "inner_loop_autograd", "params_of", "validate_inner"]

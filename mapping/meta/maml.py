@@ -13,65 +13,128 @@ The ``nn.Module`` classes wrap it, and offer learn2learn-style ``clone()`` / ``a
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
-from .functional import (Alpha, Forward, LossFn, Params, adaptation_curve, batched_inner_loop, check_alpha, check_finite_inner,
-                         check_steps, functional, params_of)
+from .checks import check_alpha, check_execution, check_finite_inner, check_steps
+from .chunked import chunked_mean
+from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, adaptation_curve,
+                         batched_inner_loop, functional, params_of, validate_inner)
 
 
 def maml_loss(forward: Forward, loss_fn: LossFn, params: Params, batch: TaskBatch, *, steps: int = 1,
               alpha: Alpha = 0.01, first_order: bool = False, adapt: Sequence[str] | None = None,
-              ) -> tuple[Tensor, Tensor]:
+              execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
     """Mean query loss after adapting to each task of ``batch`` (Finn et al. 2017, Algorithm 2, line 10).
 
-    ``loss.backward()`` gives the meta-gradient. Raises ``FloatingPointError`` naming the task and inner step
-    if a support loss is not finite. Returns ``(loss, inner_losses)``, ``inner_losses`` of shape ``(tasks, steps)``.
+    ``loss.backward()`` gives the meta-gradient, whatever the ``execution`` (see :mod:`mapping.meta.functional`):
+    ``"vmap"`` keeps one graph over all tasks; ``"chunk"`` (``chunk_size`` tasks at a time) and ``"loop"`` (one
+    task at a time) take one backward per chunk while the loss is computed (:mod:`mapping.meta.chunked`), so
+    their memory does not grow with the tasks. Raises ``FloatingPointError`` naming the task and inner step if
+    a support loss is not finite. Returns ``(loss, inner_losses)``, ``inner_losses`` of shape ``(tasks, steps)``.
     """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
-    _, inner, outer = batched_inner_loop(forward, loss_fn, params, batch.support_x, batch.support_y,
-                                         batch.query_x, batch.query_y, steps=steps, alpha=alpha,
-                                         first_order=first_order, adapt=adapt)  # inner: (tasks, steps)
-    check_finite_inner(inner)
-    return outer[:, -1].mean(), inner
+    check_execution(execution, chunk_size)
+    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt)
+    if execution == "vmap":
+        _, inner, outer = batched_inner_loop(forward, loss_fn, params, *batch.tensors(), **kw)  # inner: (tasks, steps)
+        check_finite_inner(inner)
+        return outer[:, -1].mean(), inner
+    validate_inner(forward, params, *batch.tensors(), steps=steps, alpha=alpha, adapt=adapt, execution=execution,
+                   chunk_size=chunk_size)
+    rates = dict(alpha) if isinstance(alpha, Mapping) else {}
+    named = {**{("params", k): v for k, v in params.items()}, **{("alpha", k): v for k, v in rates.items()}}
+    keys = {name: f"t{i}" for i, name in enumerate(named)}
+    inputs = {keys[name]: t for name, t in named.items()}
+
+    def run(leaves: dict[str, Tensor], start: int, stop: int) -> tuple[Tensor, Tensor]:
+        p = {k: leaves[keys["params", k]] for k in params}
+        a = {k: leaves[keys["alpha", k]] for k in rates} if rates else alpha
+        part = (t[start:stop] for t in batch.tensors())
+        _, inner, outer = batched_inner_loop(forward, loss_fn, p, *part, **{**kw, "alpha": a}, validate=False,
+                                             execution="vmap" if execution == "chunk" else "loop")
+        return outer[:, -1].sum(), inner  # (), (chunk, steps)
+    return chunked_mean(run, inputs, batch.num_tasks, chunk_size if execution == "chunk" else 1)
 
 
 class Learner(nn.Module):
     """One task's adapted copy of a model (learn2learn's ``clone()``): parameters stay connected to the
-    original ones, so the query loss of the adapted learner back-propagates into the meta-parameters."""
+    original ones, so the query loss of the adapted learner back-propagates into the meta-parameters.
+
+    ``parameters()`` and ``named_parameters()`` yield the adapted tensors (differentiable copies of the
+    originals, so a loss computed with the meta-model instead is caught); ``clone()`` starts a nested learner
+    from them. ``allow_unused`` lets a step leave parameters the loss does not use unchanged; ``allow_nograd``
+    keeps parameters with ``requires_grad=False`` fixed instead of raising (learn2learn's options).
+    """
 
     def __init__(self, module: nn.Module, params: Params, alpha: Alpha, first_order: bool,
-                 adapt: Sequence[str] | None) -> None:
+                 adapt: Sequence[str] | None, allow_unused: bool = False, allow_nograd: bool = False) -> None:
         super().__init__()
         self.module = module
         self.params = dict(params)
         self.alpha, self.first_order = alpha, first_order
         self.adapt_names = list(params) if adapt is None else list(adapt)
+        self.allow_unused, self.allow_nograd = allow_unused, allow_nograd
         self.steps_taken = 0
         self._forward = functional(module)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._forward(self.params, x)
 
-    def adapt(self, loss: Tensor, first_order: bool | None = None) -> "Learner":
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Tensor]]:
+        for k, v in self.params.items():
+            yield (f"{prefix}.{k}" if prefix else k), v
+
+    def parameters(self, recurse: bool = True) -> Iterator[Tensor]:
+        for _, v in self.named_parameters():
+            yield v
+
+    def clone(self, first_order: bool | None = None) -> "Learner":
+        """A nested learner starting from this one's adapted parameters (still connected to the originals)."""
+        first = self.first_order if first_order is None else first_order
+        params = {k: v.clone() if v.requires_grad else v for k, v in self.params.items()}
+        child = Learner(self.module, params, self.alpha, first, self.adapt_names, self.allow_unused,
+                        self.allow_nograd)
+        child.steps_taken = self.steps_taken
+        return child
+
+    def _movable(self, allow_nograd: bool) -> list[str]:
+        fixed = [k for k in self.adapt_names if not self.params[k].requires_grad]
+        if fixed and not allow_nograd:
+            raise ValueError(f"parameters {fixed} do not require grad, so adapt() cannot differentiate the loss with "
+                             "respect to them; pass allow_nograd=True to keep them fixed during adaptation")
+        return [k for k in self.adapt_names if k not in fixed]
+
+    def adapt(self, loss: Tensor, first_order: bool | None = None, allow_unused: bool | None = None,
+              allow_nograd: bool | None = None) -> "Learner":
         """One inner step ``theta' <- theta' - alpha grad loss`` in place; returns ``self``."""
-        if loss.dim() != 0:
-            raise ValueError(f"loss must be a scalar tensor, got shape {tuple(loss.shape)}")
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(f"loss must be a scalar tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the support loss is not finite ({loss.item()}) at inner step "
                                      f"{self.steps_taken + 1}; lower alpha or check the task's data")
         first = self.first_order if first_order is None else first_order
-        tensors = [self.params[k] for k in self.adapt_names]
-        grads = torch.autograd.grad(loss, tensors, create_graph=not first, allow_unused=True)
-        for k, g in zip(self.adapt_names, grads):
-            if g is None:
-                continue
-            rate = self.alpha[k] if isinstance(self.alpha, dict) else self.alpha
-            self.params[k] = self.params[k] - rate * (g.detach() if first else g)
+        unused_ok = self.allow_unused if allow_unused is None else allow_unused
+        names = self._movable(self.allow_nograd if allow_nograd is None else allow_nograd)
+        tensors = [self.params[k] for k in names]
+        grads = torch.autograd.grad(loss, tensors, create_graph=not first, allow_unused=True) if (
+            loss.requires_grad and tensors) else [None] * len(names)
+        unused = [k for k, g in zip(names, grads) if g is None]
+        if names and len(unused) == len(names):
+            raise ValueError("loss does not depend on this learner's parameters: compute it with the learner "
+                             "(learner(x)), not with the meta-model (maml(x) or maml.module(x))")
+        if unused and not unused_ok:
+            raise ValueError(f"loss does not depend on parameters {unused}; pass allow_unused=True to leave them "
+                             "unchanged in this step")
+        rates = self.alpha if isinstance(self.alpha, Mapping) else {k: self.alpha for k in names}
+        for k, g in zip(names, grads):
+            if g is not None:
+                self.params[k] = self.params[k] - rates[k] * (g.detach() if first else g)
         self.steps_taken += 1
         return self
 
@@ -83,15 +146,24 @@ class MAML(nn.Module):
     >>> loss, _ = maml.meta_loss(batch, F.mse_loss)      # vmapped over tasks
     >>> loss.backward(); optimizer.step()
     >>> learner = maml.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # one task at a time
+
+    ``execution`` (``"vmap"``, ``"chunk"`` with ``chunk_size``, or ``"loop"``) says how the tasks of a batch
+    run; every execution gives the same loss and meta-gradient (see :func:`maml_loss`).
     """
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
-                 adapt: Sequence[str] | None = None) -> None:
+                 adapt: Sequence[str] | None = None, *, execution: str = DEFAULT_EXECUTION,
+                 chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False) -> None:
         super().__init__()
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         check_alpha(alpha)
         check_steps(steps)
+        check_execution(execution, chunk_size)
         self.module = module
         self.inner_alpha, self.steps, self.first_order = float(alpha), steps, first_order
+        self.execution, self.chunk_size = execution, chunk_size
+        self.allow_unused, self.allow_nograd = allow_unused, allow_nograd
         self.adapt_names = None if adapt is None else list(adapt)
         self._forward = functional(module)
         if self.adapt_names is not None:
@@ -113,55 +185,81 @@ class MAML(nn.Module):
     def meta_loss(self, batch: TaskBatch, loss_fn: LossFn, steps: int | None = None) -> tuple[Tensor, Tensor]:
         """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`)."""
         return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
-                         alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names)
+                         alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
+                         execution=self.execution, chunk_size=self.chunk_size)
 
     def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
                          check: bool = True) -> Tensor:
         """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, without meta-gradients."""
         return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
-                                alpha=self.alpha if alpha is None else alpha, adapt=self.adapt_names, check=check)
+                                alpha=self.alpha if alpha is None else alpha, adapt=self.adapt_names, check=check,
+                                execution=self.execution, chunk_size=self.chunk_size)
 
     def clone(self, first_order: bool | None = None) -> Learner:
         """A :class:`Learner` for one task, differentiable back to this module's parameters."""
         first = self.first_order if first_order is None else first_order
-        return Learner(self.module, self.params(), self.alpha, first, self.adapt_names)
+        params = {k: v.clone() if v.requires_grad else v for k, v in self.params().items()}  # connected copies
+        return Learner(self.module, params, self.alpha, first, self.adapt_names, self.allow_unused,
+                       self.allow_nograd)
 
 
 class FOMAML(MAML):
     """First-order MAML: the inner gradients are constants (Finn et al. 2017, §5.2)."""
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1,
-                 adapt: Sequence[str] | None = None) -> None:
-        super().__init__(module, alpha, steps, first_order=True, adapt=adapt)
+                 adapt: Sequence[str] | None = None, **options) -> None:
+        super().__init__(module, alpha, steps, first_order=True, adapt=adapt, **options)
+
+
+GRANULARITIES = ("parameter", "layer", "scalar")
 
 
 class MetaSGD(MAML):
-    """Meta-SGD (Li et al. 2017): a learned inner learning rate for every parameter entry, initialised to ``alpha``.
+    """Meta-SGD (Li et al. 2017, eq. 3): ``theta' = theta - alpha o grad``, ``alpha`` meta-learned with ``theta``.
 
-    The rates live in ``self.rates`` as an ``nn.ParameterDict`` (names with ``.`` replaced by ``__``) so that
-    ``MetaSGD.parameters()`` hands them to the outer optimizer together with the model's.
+    ``granularity`` says how many rates are learned, each initialised to ``alpha``: ``"parameter"`` one per
+    entry (the paper), ``"layer"`` one per parameter tensor (as MAML++'s per-layer rates, Antoniou et al. 2019),
+    ``"scalar"`` one for the whole model; a fixed float rate is plain :class:`MAML`. The rates are an
+    ``nn.ParameterList`` in the order of ``rate_names`` (any parameter names work), so ``MetaSGD.parameters()``
+    hands them to the outer optimizer together with the model's.
     """
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
-                 adapt: Sequence[str] | None = None) -> None:
-        super().__init__(module, alpha, steps, first_order, adapt)
-        names = self.adapt_names or list(dict(module.named_parameters()))
+                 adapt: Sequence[str] | None = None, *, granularity: str = "parameter", **options) -> None:
+        super().__init__(module, alpha, steps, first_order, adapt, **options)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES} (a rate per entry, per parameter "
+                             f"tensor, or one for all), got {granularity!r}")
         shapes = {k: p for k, p in module.named_parameters()}
-        self.rates = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(torch.full_like(shapes[k], float(alpha)))
-                                       for k in names})
+        self.rate_names = list(self.adapt_names or shapes)
+        self.granularity = granularity
+        if granularity == "scalar":
+            self.rates = nn.ParameterList([nn.Parameter(torch.tensor(float(alpha)))])
+        else:
+            self.rates = nn.ParameterList([nn.Parameter(torch.full_like(shapes[k], float(alpha)) if
+                                                        granularity == "parameter" else torch.tensor(float(alpha)))
+                                           for k in self.rate_names])
+        ref = next(iter(shapes.values()), None)
+        if ref is not None:
+            self.rates.to(ref.device, ref.dtype)
 
     @property
     def alpha(self) -> Alpha:
-        return {k.replace("__", "."): v for k, v in self.rates.items()}
+        if self.granularity == "scalar":
+            return {k: self.rates[0] for k in self.rate_names}
+        return dict(zip(self.rate_names, self.rates))
 
 
 class ANIL(MAML):
     """ANIL (Raghu et al. 2020): inner loop on the head only. ``head`` defaults to ``module.head_names()``."""
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
-                 head: Sequence[str] | None = None) -> None:
+                 head: Sequence[str] | None = None, **options) -> None:
         if head is None:
             if not hasattr(module, "head_names"):
                 raise ValueError("head must name the head's parameters for a module without head_names()")
             head = module.head_names()
-        super().__init__(module, alpha, steps, first_order, adapt=head)
+        super().__init__(module, alpha, steps, first_order, adapt=head, **options)
+
+
+__all__ = ["ANIL", "FOMAML", "GRANULARITIES", "Learner", "MAML", "MetaSGD", "maml_loss"]

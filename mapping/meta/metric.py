@@ -279,6 +279,5 @@ class MatchingNetwork(MetricLearner):
 
 
 __all__ = ["FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork",
-           "check_embeddings", "check_integer_labels", "check_labels", "check_n_way", "check_scale",
            "cosine_attention", "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes",
            "squared_distances"]

@@ -15,20 +15,24 @@ import torch
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
-from .functional import (Alpha, Forward, LossFn, Params, batched_inner_loop, check_alpha, check_finite_inner,
-                         check_steps, functional, params_of)
+from .checks import check_alpha, check_execution, check_finite_inner, check_steps
+from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, adaptation_curve,
+                         batched_inner_loop, functional, params_of)
+from .maml import Learner
 
 
 def adapted_params(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
-                   alpha: Alpha) -> tuple[Params, Tensor]:
+                   alpha: Alpha, execution: str = DEFAULT_EXECUTION,
+                   chunk_size: int = DEFAULT_CHUNK) -> tuple[Params, Tensor]:
     """``theta'_i`` for every task: ``steps`` SGD steps on ``(x, y)`` of shape ``(tasks, shots, ...)``.
 
     Returns the adapted parameters ``{name: (tasks, *shape)}`` and the inner losses ``(tasks, steps)``.
+    No graph is kept, so ``"chunk"`` and ``"loop"`` (see :mod:`mapping.meta.functional`) bound the memory.
     """
     detached = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         fast, inner, _ = batched_inner_loop(forward, loss_fn, detached, x, y, steps=steps, alpha=alpha,
-                                            first_order=True)
+                                            first_order=True, execution=execution, chunk_size=chunk_size)
     check_finite_inner(inner)
     return fast, inner
 
@@ -55,13 +59,23 @@ class Reptile(nn.Module):
 
     >>> reptile = Reptile(model, alpha=0.01, steps=5)
     >>> optimizer.zero_grad(); reptile.meta_grad(batch, F.mse_loss); optimizer.step()
+    >>> learner = reptile.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # as for MAML
+
+    ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone`` and ``adaptation_curve``
+    have MAML's signatures, so one evaluation loop serves every method.
     """
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True) -> None:
+    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True, *,
+                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> None:
         super().__init__()
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         check_alpha(alpha)
         check_steps(steps)
+        check_execution(execution, chunk_size)
         self.module, self.alpha, self.steps, self.use_query = module, float(alpha), steps, use_query
+        self.execution, self.chunk_size = execution, chunk_size
+        self.adapt_names = None
         self._forward = functional(module)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -82,8 +96,24 @@ class Reptile(nn.Module):
             x = torch.cat([x, batch.query_x], 1)  # (tasks, support + query, ...)
             y = torch.cat([y, batch.query_y], 1)
         params = self.params()
-        adapted, inner = adapted_params(self._forward, loss_fn, params, x, y, steps=self.steps, alpha=self.alpha)
+        adapted, inner = adapted_params(self._forward, loss_fn, params, x, y, steps=self.steps, alpha=self.alpha,
+                                        execution=self.execution, chunk_size=self.chunk_size)
         direction = reptile_direction(params, adapted)
         for k, p in params.items():
             p.grad = -direction[k]
         return inner[:, 0].mean() if inner.numel() else x.new_zeros(())
+
+    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
+                         check: bool = True) -> Tensor:
+        """Query loss of each task after 0..steps inner SGD steps, ``(tasks, steps + 1)``."""
+        return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
+                                alpha=self.alpha if alpha is None else alpha, check=check,
+                                execution=self.execution, chunk_size=self.chunk_size)
+
+    def clone(self, first_order: bool | None = None) -> Learner:
+        """A :class:`~mapping.meta.Learner` for one task (first-order by default: Reptile has no Hessian term)."""
+        params = {k: v.clone() if v.requires_grad else v for k, v in self.params().items()}  # connected copies
+        return Learner(self.module, params, self.alpha, True if first_order is None else first_order, None)
+
+
+__all__ = ["Reptile", "adapted_params", "article_reptile_update", "reptile_direction", "reptile_update"]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.episodes import random_subsets
+from ..data.sampler import random_subsets
 from ..data.tasks import TaskBatch
 from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, infer_n_way
 
