@@ -105,3 +105,110 @@ def test_bad_ranges_and_sizes():
         MLP((1,))
     with pytest.raises(ValueError, match="batch must be a mapping.data.TaskBatch"):
         MAML(sinusoid_mlp()).meta_loss((1, 2, 3, 4), F.mse_loss)
+
+
+# ------------------------------------------------ issue 7, item 5: every slip a new user makes, named
+
+
+def classification_batch(tasks=2, n_way=3, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n_way).repeat(tasks, 1)  # (tasks, n_way)
+    return TaskBatch(torch.randn(tasks, n_way, 4, generator=g, dtype=dtype), y,
+                     torch.randn(tasks, n_way, 4, generator=g, dtype=dtype), y)
+
+
+def classifier():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("cut, match", [
+    (lambda t: t[:0], "support_x holds 0 tasks"),
+    (lambda t: t[:, :0], "holds 0 examples per task"),
+])
+def test_empty_task_batches_are_refused(cut, match):
+    b = batch()
+    with pytest.raises(ValueError, match=match):
+        TaskBatch(*(cut(t) for t in b.tensors()))
+    with pytest.raises(ValueError, match="query_x holds 0 examples per task"):
+        TaskBatch(b.support_x, b.support_y, b.query_x[:, :0], b.query_y[:, :0])
+
+
+@pytest.mark.parametrize("execution", ["vmap", "chunk", "loop"])
+def test_dtype_and_device_mismatches_name_the_tensor(execution):
+    model = classifier()
+    with pytest.raises(ValueError, match=r"support_x has dtype torch.float64 but the parameters have torch.float32"):
+        MAML(model, execution=execution).meta_loss(classification_batch(dtype=torch.float64), F.cross_entropy)
+    with pytest.raises(ValueError, match=r"support_x is on cpu but the parameters are on meta.*batch.to\('meta'\)"):
+        MAML(classifier().to("meta"), execution=execution).meta_loss(classification_batch(), F.cross_entropy)
+
+
+def test_integer_inputs_to_a_float_model_are_refused_but_token_ids_for_an_embedding_are_not():
+    b = classification_batch()
+    images = TaskBatch((b.support_x * 100).long(), b.support_y, (b.query_x * 100).long(), b.query_y)
+    with pytest.raises(ValueError, match=r"support_x holds integers \(torch.int64\) but the model computes in "
+                                         r"torch.float32; convert the inputs with support_x.to\(torch.float32\)"):
+        MAML(classifier()).meta_loss(images, F.cross_entropy)
+    tokens = TaskBatch(images.support_x.abs() % 10, b.support_y, images.query_x.abs() % 10, b.query_y)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 3), torch.nn.Flatten(-2), torch.nn.Linear(12, 3))
+    loss, _ = MAML(model).meta_loss(tokens, F.cross_entropy)
+    assert torch.isfinite(loss)
+
+
+def test_float_labels_for_a_classification_loss_are_refused():
+    b = classification_batch()
+    floats = TaskBatch(b.support_x, b.support_y.float(), b.query_x, b.query_y.float())
+    with pytest.raises(ValueError, match=r"support_y holds floats \(torch.float32\) of per-task shape \(3,\) against "
+                                         r"scores of shape \(3, 3\): class labels must be int64 class indices"):
+        MAML(classifier()).meta_loss(floats, F.cross_entropy)
+    soft = TaskBatch(b.support_x, F.one_hot(b.support_y, 3).float(), b.query_x, F.one_hot(b.query_y, 3).float())
+    assert torch.isfinite(MAML(classifier()).meta_loss(soft, F.cross_entropy)[0])  # probabilities: same shape
+
+
+def test_targets_without_the_trailing_dimension_do_not_broadcast_into_a_wrong_loss():
+    b = batch()
+    flat = TaskBatch(b.support_x, b.support_y[..., 0], b.query_x, b.query_y[..., 0])  # (tasks, shots)
+    with pytest.raises(ValueError, match=r"support_y has per-task shape \(4,\) but the model outputs \(4, 1\).*"
+                                         r"support_y\[\.\.\., None\]"):
+        MAML(sinusoid_mlp()).meta_loss(flat, F.mse_loss)
+    with pytest.raises(ValueError, match=r"query_y has per-task shape \(5,\)"):
+        MAML(sinusoid_mlp(), steps=0).meta_loss(flat, F.mse_loss)
+    with pytest.raises(ValueError, match="support_y has per-task shape"):
+        Reptile(sinusoid_mlp()).meta_grad(flat, F.mse_loss)
+
+
+@pytest.mark.parametrize("field", ["query_x", "query_y"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_query_values_are_named_before_anything_runs(field, value):
+    b = batch(tasks=4)
+    poisoned = {name: t.clone() for name, t in zip(("support_x", "support_y", "query_x", "query_y"), b.tensors())}
+    poisoned[field][3, 1, 0] = value
+    model = sinusoid_mlp()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(FloatingPointError, match=rf"{field} holds a non-finite value \(nan or inf\) in task 3"):
+        MAML(model).meta_loss(TaskBatch(**poisoned), F.mse_loss)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_a_loss_without_reduction_is_refused():
+    def per_example(output, target):
+        return F.mse_loss(output, target, reduction="none")
+    with pytest.raises(ValueError, match=r"loss_fn must return one scalar per task .* got \(4, 1\); use "
+                                         r"reduction='mean' \(not 'none'\)"):
+        MAML(sinusoid_mlp()).meta_loss(batch(), per_example)
+    learner = MAML(sinusoid_mlp()).clone()
+    b = batch()
+    with pytest.raises(ValueError, match="loss must be a scalar"):
+        learner.adapt(per_example(learner(b.support_x[0]), b.support_y[0]))
+
+
+def test_one_task_without_its_tasks_dimension_gets_the_fix_in_the_message():
+    b = batch(tasks=1)
+    sx, sy, qx, qy = (t[0] for t in b.tensors())  # (shots, 1): one task, tasks dimension dropped
+    with pytest.raises(ValueError, match=r"support_x has shape \(4, 1\).*For one task of 4 examples add the tasks "
+                                         r"dimension \(support_x\[None\], shape \(1, 4, 1\)\)"):
+        TaskBatch(sx, sy, qx, qy)
+    images = classification_batch(tasks=1)
+    with pytest.raises(ValueError, match=r"support_y must have shape \(tasks, shots, \.\.\.\), got shape \(3,\); "
+                                         r"for one task, add the tasks dimension: support_y\[None\]"):
+        TaskBatch(images.support_x[0], images.support_y[0], images.query_x[0], images.query_y[0])

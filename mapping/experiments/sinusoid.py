@@ -133,7 +133,10 @@ def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: fl
     """Query MSE after 0..steps fine-tuning steps, ``(tasks, steps + 1)``, with the method's own inner loop.
 
     With ``check=False`` a task whose fine-tuning diverges gives non-finite entries instead of an error.
+    Every meta-learner has the same ``adaptation_curve``; the pretrained network goes through the functional one.
     """
+    if isinstance(model, (MAML, Reptile)):
+        return model.adaptation_curve(batch, F.mse_loss, steps, alpha, check)
     forward, params, rate, adapt = _inner_parts(model, alpha)
     return adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=steps, alpha=rate, adapt=adapt,
                             check=check)
