@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from mapping.data import EpisodeBatchSampler, EpisodeCollate, EpisodeSampler, TaskBatch
-from mapping.data.episodes import random_subsets
+from mapping.data.sampler import random_subsets
 
 
 # ------------------------------------------------------------------ the reference: today's algorithm, verbatim

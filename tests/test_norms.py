@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from mapping.data import TaskBatch
 from mapping.meta import ANIL, FOMAML, MAML, MetaSGD

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from .sampler import (ClassTable, EpisodeBatchSampler, EpisodeCollate, check_count, dataset_labels, draw_episodes,
-                      episode_batch, label_tensor, random_subsets)
+                      episode_batch, label_tensor)
 from .tasks import TaskBatch
 
 __all__ = ["EpisodeSampler"]

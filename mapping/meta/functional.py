@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from ..nn.norms import check_vmappable, primitive_norms
-from .checks import (EXECUTIONS, check_alpha, check_data, check_execution, check_finite_inner, check_steps,
+from .checks import (check_alpha, check_data, check_execution, check_finite_inner, check_steps,
                      checked_loss)
 
 Params = dict[str, Tensor]
