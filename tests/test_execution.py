@@ -207,3 +207,20 @@ def test_functional_core_accepts_the_same_execution_options():
             maml_loss(functional(model), F.mse_loss, params_of(model), batch, **bad)
         with pytest.raises(ValueError, match=match):
             MAML(model, **bad)
+
+
+@pytest.mark.parametrize("execution", ["chunk", "loop"])
+def test_differentiating_a_chunked_meta_loss_twice_is_refused_not_silently_wrong(execution):
+    model = tanh_mlp()
+    loss, _ = MAML(model, alpha=0.05, execution=execution).meta_loss(sinusoid(), F.mse_loss)
+    with pytest.raises(RuntimeError, match="cannot be differentiated twice.*execution='vmap'"):
+        torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    loss, _ = MAML(model, alpha=0.05, execution="vmap").meta_loss(sinusoid(), F.mse_loss)
+    grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    assert grads[0].requires_grad  # vmap keeps the whole graph: a hypergradient is possible
+
+
+def test_the_default_execution_is_chunks_of_eight_tasks():
+    maml = MAML(tanh_mlp())
+    assert (maml.execution, maml.chunk_size) == ("chunk", 8)
+    assert (Reptile(tanh_mlp()).execution, MetaSGD(tanh_mlp()).execution) == ("chunk", "chunk")

@@ -30,6 +30,9 @@ class Precomputed(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: the stored gradients would act as constants
+            raise RuntimeError("a meta-loss computed with execution='chunk' or 'loop' cannot be differentiated twice "
+                               "(backward with create_graph=True); use execution='vmap' for that")
         return (None, None, *(None if g is None else grad_output * g for g in ctx.grads))
 
 

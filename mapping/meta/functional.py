@@ -8,8 +8,10 @@ and Algorithm 1, lines 6-8).
 
 The tasks of a :class:`~mapping.data.TaskBatch` run in one of three ways (``execution``):
 
-* ``"vmap"``: :func:`torch.func.vmap` over all tasks at once (fastest; memory grows with the tasks).
-* ``"chunk"``: ``vmap`` over chunks of ``chunk_size`` tasks, one after another (bounded memory).
+* ``"vmap"``: :func:`torch.func.vmap` over all tasks at once (memory grows with the tasks; fastest for
+  tiny models, where per-call overhead dominates).
+* ``"chunk"`` (the default): ``vmap`` over chunks of ``chunk_size`` tasks, one after another (bounded memory;
+  on a CPU also faster than ``"vmap"`` for a 512-unit MLP or Conv-4, ``benchmarks/meta_execution.py``).
 * ``"loop"``: a Python loop over tasks with :func:`torch.autograd.grad`, for modules ``vmap`` cannot run
   (batch norm updating running statistics task by task, as learn2learn does; data-dependent control flow).
 
@@ -32,7 +34,10 @@ Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Alpha = float | Mapping[str, Tensor]
-DEFAULT_EXECUTION = "vmap"  # chosen from benchmarks/meta_execution.py (see benchmarks/README.md)
+# From benchmarks/meta_execution.py (results/benchmark_meta_execution.json, 2-core CPU): chunks of 8 tasks take
+# 0.66-0.87x of vmap's time and a third to a quarter of its memory for a 512-unit MLP and Conv-4 on 5-way 1-shot;
+# vmap is 3.3-3.6x faster only for a tiny model (the 1-40-40-1 sinusoid MLP), which should ask for it.
+DEFAULT_EXECUTION = "chunk"
 DEFAULT_CHUNK = 8
 
 
