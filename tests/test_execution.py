@@ -224,3 +224,32 @@ def test_the_default_execution_is_chunks_of_eight_tasks():
     maml = MAML(tanh_mlp())
     assert (maml.execution, maml.chunk_size) == ("chunk", 8)
     assert (Reptile(tanh_mlp()).execution, MetaSGD(tanh_mlp()).execution) == ("chunk", "chunk")
+
+
+@pytest.mark.parametrize("execution, chunk, calls", [("vmap", 8, 1), ("chunk", 8, 4), ("chunk", 25, 1),
+                                                     ("loop", 8, 0)])
+def test_each_execution_runs_as_it_says(monkeypatch, execution, chunk, calls):
+    """vmap: one vmapped call over all 25 tasks; chunk: ceil(25 / chunk_size); loop: none."""
+    functional_module = importlib.import_module("mapping.meta.functional")
+    seen = []
+
+    def counting_vmap(f, *args, **kwargs):
+        batched = torch.func.vmap(f, *args, **kwargs)
+
+        def run(*inputs):
+            seen.append(inputs[0].shape[0])
+            return batched(*inputs)
+        return run
+    monkeypatch.setattr(functional_module, "vmap", counting_vmap)
+    batch = sinusoid(tasks=25)
+    for cls in (MAML, MetaSGD, Reptile):
+        seen.clear()
+        model = cls(tanh_mlp(), alpha=0.05, execution=execution, chunk_size=chunk)
+        if cls is Reptile:
+            model.meta_grad(batch, F.mse_loss)
+        else:
+            model.meta_loss(batch, F.mse_loss)[0].backward()
+        assert len(seen) == calls and sum(seen) == (25 if calls else 0), (cls.__name__, seen)
+        seen.clear()
+        model.adaptation_curve(batch, F.mse_loss, steps=2)
+        assert len(seen) == calls, (cls.__name__, "adaptation_curve", seen)

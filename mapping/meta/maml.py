@@ -41,7 +41,8 @@ def maml_loss(forward: Forward, loss_fn: LossFn, params: Params, batch: TaskBatc
     check_execution(execution, chunk_size)
     kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt)
     if execution == "vmap":
-        _, inner, outer = batched_inner_loop(forward, loss_fn, params, *batch.tensors(), **kw)  # inner: (tasks, steps)
+        _, inner, outer = batched_inner_loop(forward, loss_fn, params, *batch.tensors(), **kw,
+                                             execution="vmap")  # inner: (tasks, steps)
         check_finite_inner(inner)
         return outer[:, -1].mean(), inner
     validate_inner(forward, params, *batch.tensors(), steps=steps, alpha=alpha, adapt=adapt, execution=execution,
