@@ -35,8 +35,8 @@ Forward = Callable[[Params, Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Alpha = float | Mapping[str, Tensor]
 # From benchmarks/meta_execution.py (results/benchmark_meta_execution.json, 2-core CPU): chunks of 8 tasks take
-# 0.66-0.87x of vmap's time and a third to a quarter of its memory for a 512-unit MLP and Conv-4 on 5-way 1-shot;
-# vmap is 3.3-3.6x faster only for a tiny model (the 1-40-40-1 sinusoid MLP), which should ask for it.
+# 0.65-0.88x of vmap's time and a third to a quarter of its memory for a 512-unit MLP and Conv-4 on 5-way 1-shot;
+# vmap is 3.3-3.5x faster only for a tiny model (the 1-40-40-1 sinusoid MLP), which should ask for it.
 DEFAULT_EXECUTION = "chunk"
 DEFAULT_CHUNK = 8
 
