@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # a text bar: the same in a terminal, Jupyter, Colab and the built book (no widget JS)
 
 from . import checkpoint as ckpt
 
@@ -67,7 +68,7 @@ def train(step: Callable[[int], Metrics], iterations: int, *, state: dict[str, A
                        "state": {k: _state_dict(v) for k, v in state.items()}}, path)
 
     show = progress if progress is not None else os.environ.get("MAPPING_PROGRESS", "1") != "0"
-    bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not show,
+    bar = tqdm(range(start, iterations), desc=desc, initial=start, total=iterations, disable=not show, file=sys.stdout,
                mininterval=1.0, leave=True)
     for it in bar:
         metrics = {k: float(v) for k, v in step(it).items()}

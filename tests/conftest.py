@@ -1,9 +1,14 @@
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # see the root conftest.py
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -13,3 +18,25 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The whole book built once, as the README builds it, with warnings as errors: the ``_build/html`` folder.
+
+    Smoke mode (``MAPPING_MODE``) with progress bars on, as a reader's build shows them. Tests that use it carry
+    ``@pytest.mark.xdist_group("book")`` so that one worker builds it for all of them. ``MAPPING_BOOK_HTML``
+    pointing at an existing ``_build/html`` skips the build.
+    """
+    if os.environ.get("MAPPING_BOOK_HTML"):  # a developer's existing build, to re-run the page tests quickly
+        return Path(os.environ["MAPPING_BOOK_HTML"])
+    out = tmp_path_factory.mktemp("book")
+    jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
+    env = {**os.environ, "MAPPING_MODE": os.environ.get("MAPPING_MODE", "smoke"), "OMP_NUM_THREADS": "1",
+           "MAPPING_PROGRESS": "1"}
+    proc = subprocess.run([jb, "build", str(ROOT), "-W", "-n", "--keep-going", "--path-output", str(out)],
+                          capture_output=True, text=True, env=env, timeout=1500)
+    log = proc.stdout + proc.stderr
+    warnings = [line for line in log.splitlines() if "WARNING" in line and "IPKernelApp" not in line]
+    assert proc.returncode == 0 and not warnings, "\n".join(warnings) or log[-5000:]
+    return out / "_build" / "html"

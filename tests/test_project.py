@@ -110,3 +110,15 @@ def test_readme_data_example_runs_as_printed(capsys):
         pytest.skip("set MAPPING_DATA to a folder with the Omniglot zips")
     exec(compile(readme_block("Data and full runs"), "README.md", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out.strip() == "(32, 5, 1, 28, 28) (32, 75, 1, 28, 28)"
+
+
+def test_notebook_code_lines_fit_the_book_column():
+    """79 characters (PEP 8): longer lines scroll sideways in the book and hide what they say."""
+    import json
+    long = []
+    for path in sorted((ROOT / "book").rglob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                long += [f"{path.relative_to(ROOT)} cell {i}: {line!r}" for line in "".join(cell["source"]).splitlines()
+                         if len(line) > 79]
+    assert not long, "\n".join(long)

@@ -1,0 +1,96 @@
+"""The built book as a reader sees it: every page in headless Chromium, with no network.
+
+Debian's ``chromium`` and ``chromium-driver`` (and ``fonts-noto-cjk`` for the Chinese titles), installed by
+``.ci/run``, are driven by Selenium over a local HTTP server (loopback only). A page fails when an equation is
+left untypeset, an output cell holds a traceback, an image is missing or broken, a code cell scrolls sideways at
+a 1280-pixel window, or the page logs a JavaScript error. Screenshots land in ``_build/screenshots/``.
+"""
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
+
+
+def pages():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    names = [toc["root"]]
+    for chapter in toc["chapters"]:
+        names += [chapter["file"]] + [s["file"] for s in chapter.get("sections", [])]
+    return ["index"] + names[1:]
+
+
+@pytest.fixture(scope="module")
+def site(built_book):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium is not installed here: apt-get install chromium chromium-driver "
+                    "fonts-noto-cjk (.ci/run installs them)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--window-size=1280,1000", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_script_timeout(60)
+    yield driver
+    driver.quit()
+
+
+PROBLEMS = """
+const done = arguments[arguments.length - 1];
+const ready = window.MathJax && MathJax.startup && MathJax.startup.promise;
+(ready ? MathJax.startup.promise : Promise.resolve()).then(() => {
+  const text = el => el.textContent.trim().slice(0, 80);
+  const math = [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
+  const outputs = [...document.querySelectorAll('.cell_output, .output')];
+  const tracebacks = outputs.filter(o => /Traceback \\(most recent call last\\)|\\.traceback/.test(
+    o.textContent) || o.querySelector('.traceback'));
+  const images = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
+  const code = [...document.querySelectorAll('.cell_input pre, div.highlight-ipython3 pre')]
+    .filter(p => p.scrollWidth > p.clientWidth + 1);
+  done({mathjax: Boolean(ready) || !document.querySelector('.math'), untypeset: math.map(text), tracebacks: tracebacks.map(text),
+        broken_images: images.map(i => i.getAttribute('src')),
+        scrolling_code: code.map(p => p.textContent.split('\\n').find(
+          l => l.length > 79) || text(p))});
+});
+"""
+
+
+@pytest.mark.parametrize("page", pages())
+def test_page_reads_as_it_should(site, browser, built_book, page):
+    path = built_book / f"{page}.html"
+    assert path.is_file(), f"{page}.html was not built"
+    browser.get(f"{site}/{page}.html")
+    found = browser.execute_async_script(PROBLEMS)
+    shots = ROOT / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(shots / f"{page.replace('/', '_')}.png"))
+    errors = [e["message"] for e in browser.get_log("browser")
+              if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # a host's missing favicon
+    assert found["mathjax"], f"{page}: the page has equations but MathJax did not load"
+    problems = {k: v for k, v in found.items() if k != "mathjax" and v}
+    if errors:
+        problems["javascript_errors"] = errors
+    assert not problems, f"{page}: {problems}"
