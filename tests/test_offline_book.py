@@ -63,3 +63,41 @@ def test_an_inline_script_registered_twice_appears_once():
     context = {"script_files": scripts}
     unique_scripts.drop_repeated_scripts(None, "page", "page.html", context, None)
     assert context["script_files"] == [scripts[0], scripts[2], scripts[4]]
+
+
+def load_extension(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "book" / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_without_data_or_network_the_build_stops_with_one_message_and_leaves_nothing(tmp_path, monkeypatch):
+    from sphinx.errors import ConfigError
+
+    from mapping.data import files
+    monkeypatch.setenv("MAPPING_DATA", str(tmp_path))
+
+    def offline(url, dest):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    monkeypatch.setattr(files, "_fetch", offline)
+    with pytest.raises(ConfigError, match=rf"needs the Omniglot files .* in {tmp_path}/omniglot, and "
+                                          r"images_background.zip could not be downloaded .*set MAPPING_DATA"):
+        load_extension("book_data").fetch_data(app=None)
+    assert list((tmp_path / "omniglot").iterdir()) == []  # no partial download left behind
+
+
+def test_with_the_data_in_place_the_build_downloads_nothing(tmp_path, monkeypatch):
+    from mapping.data import files
+    monkeypatch.setenv("MAPPING_DATA", str(tmp_path))
+    (tmp_path / "omniglot").mkdir()
+    for name in files.URLS:
+        (tmp_path / "omniglot" / name).write_bytes(b"zip")
+    monkeypatch.setattr(files, "_fetch", lambda url, dest: pytest.fail(f"downloaded {url}"))
+    load_extension("book_data").fetch_data(app=None)
+
+
+def test_a_notebook_error_fails_the_build():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
+    assert config["sphinx"]["local_extensions"]["book_data"] == "book/_ext"

@@ -214,6 +214,7 @@ def test_missing_files_explain_where_and_how(tmp_path: Path, monkeypatch: pytest
     for needed in (str(tmp_path / "data" / "omniglot" / "images_background.zip"), "images_evaluation.zip",
                    "all_runs.zip", "MAPPING_DATA", "download=True", "MAPPING_DOWNLOAD=1", BACKGROUND_URL):
         assert needed in message
+    assert all(len(line) <= 79 or " " not in line.strip() for line in message.splitlines())  # fits a notebook
     assert not (tmp_path / "data").exists()
     with pytest.raises(FileNotFoundError, match="all_runs.zip"):
         load_lake_runs(tmp_path / "elsewhere")

@@ -122,3 +122,15 @@ def test_notebook_code_lines_fit_the_book_column():
                 long += [f"{path.relative_to(ROOT)} cell {i}: {line!r}" for line in "".join(cell["source"]).splitlines()
                          if len(line) > 79]
     assert not long, "\n".join(long)
+
+
+def test_every_notebook_opens_on_colab_with_the_repository_of_config():
+    """The Colab cell clones the repository that _config.yml names (the launch buttons' target)."""
+    import json
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for path in sorted((ROOT / "book").rglob("*.ipynb")):
+        code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        first = "".join(code[0]["source"])
+        assert "google.colab" in first, f"{path.relative_to(ROOT)}: the first code cell must set up Colab"
+        cloned = re.findall(r'"(https://github\.com/[^"]+)"', first)
+        assert cloned == [url], f"{path.relative_to(ROOT)} clones {cloned}, _config.yml names {url}"

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import textwrap
 import urllib.request
 from pathlib import Path
 
@@ -52,12 +53,13 @@ def omniglot_file(name: str, root: str | os.PathLike | None = None, download: bo
         return _download(name, folder)
     where = "the root argument" if root is not None else (
         "$MAPPING_DATA/omniglot" if os.environ.get("MAPPING_DATA") else "the default data root; $MAPPING_DATA is not set")
-    raise FileNotFoundError(
-        f"Omniglot file {name} not found: looked for {path} (in {where}).\n"
-        f"Needed files: {_NEEDED}.\n"
-        f"To obtain it: set MAPPING_DATA to a folder that holds omniglot/{name}; or pass download=True "
-        f"(or set MAPPING_DOWNLOAD=1) to fetch {URLS.get(name, name)} into {folder}; "
-        f"or download it from that URL yourself into {folder}.")
+    paragraphs = (f"Omniglot file {name} not found: looked for {path} (in {where}).",
+                  f"Needed files: {_NEEDED}.",
+                  f"To obtain it: set MAPPING_DATA to a folder that holds omniglot/{name}; or pass download=True "
+                  f"(or set MAPPING_DOWNLOAD=1) to fetch {URLS.get(name, name)} into {folder}; "
+                  f"or download it from that URL yourself into {folder}.")
+    raise FileNotFoundError("\n".join(  # 79 columns, so that a notebook shows all of it; paths and URLs whole
+        textwrap.fill(p, 79, break_long_words=False, break_on_hyphens=False) for p in paragraphs))
 
 
 def _fetch(url: str, dest: Path) -> None:
