@@ -101,3 +101,19 @@ def test_a_notebook_error_fails_the_build():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert config["sphinx"]["config"]["nb_execution_raise_on_error"] is True
     assert config["sphinx"]["local_extensions"]["book_data"] == "book/_ext"
+
+
+def test_bibliography_labels_read_like_the_author_year_citations():
+    from pybtex.database import parse_string
+    from pybtex.plugin import find_plugin
+    load_extension("bib_labels")
+    bib = parse_string("""
+        @article{a, author = {Finn, Chelsea and Abbeel, Pieter and Levine, Sergey}, title = {MAML}, journal = {J}, year = {2017}}
+        @article{b, author = {Nichol, Alex and Schulman, John}, title = {Reptile}, journal = {J}, year = {2018}}
+        @article{c, author = {Lake, Brenden}, title = {One}, journal = {J}, year = {2015}}
+        @article{d, author = {Lake, Brenden}, title = {Two}, journal = {J}, year = {2015}}""", "bibtex")
+    style = find_plugin("pybtex.style.formatting", "authoryear")()
+    labels = [entry.label for entry in style.format_entries(bib.entries.values())]
+    assert labels == ["Finn et al., 2017", "Lake, 2015a", "Lake, 2015b", "Nichol and Schulman, 2018"]
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["bibtex_default_style"] == "authoryear"
