@@ -7,18 +7,18 @@ from torch import nn
 from mapping.data import Sinusoid, TaskBatch
 from mapping.meta import Reptile, adapted_params, article_reptile_update, functional, params_of, reptile_update
 from mapping.meta.analysis import exact_gradients, flat_loss, taylor_errors
-from mapping.nn import MLP
+from mapping.nn import MLP, Point
 
 
-class Point(nn.Module):
-    """A model that predicts its own parameter: MSE to targets c makes L(theta) = mean (theta - c)^2."""
-
-    def __init__(self, theta):
-        super().__init__()
-        self.theta = nn.Parameter(theta.clone())
-
-    def forward(self, x):
-        return self.theta.expand(x.shape[0], -1)  # (shots, d)
+def test_point_loss_is_the_quadratic_around_the_target():
+    c = torch.tensor([3.0, -1.0])
+    point = Point(torch.tensor([1.0, 1.0]))
+    loss = F.mse_loss(point(torch.zeros(4, 7)), c.expand(4, -1))
+    torch.testing.assert_close(loss, ((point.theta - c) ** 2).mean())
+    assert torch.equal(Point(3).theta.detach(), torch.zeros(3))
+    for bad in (0, 2.5, True, torch.zeros(2, 2)):
+        with pytest.raises(ValueError, match="theta must be"):
+            Point(bad)
 
 
 def quadratic_tasks(optima, shots=4):
