@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import budget
 from ..data import Sinusoid, TaskBatch
-from ..meta import (ANIL, FOMAML, MAML, MetaSGD, Reptile, adaptation_curve, batched_inner_loop, functional,
+from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop, functional,
                     params_of)
 from ..nn import sinusoid_mlp
 from ..stats import mean_ci95
@@ -100,7 +100,7 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
     validation = eval_tasks(SinusoidConfig(eval_tasks=100, seed=config.seed), config.k_shot, device, offset=30_000)
 
     def evaluate() -> dict[str, float]:  # query MSE after one step on 100 validation tasks
-        alpha = None if isinstance(model, (MAML, Reptile)) else config.alpha  # the pretrained model: untuned
+        alpha = None if isinstance(model, MetaLearner) else config.alpha  # the pretrained model: untuned
         return {"val_mse_step1": curve(method, model, validation, 1, alpha, check=False)[:, 1].mean().item()}
 
     history = train(step, config.iterations, state={"model": model, "optimizer": optimizer, "tasks": generator},
@@ -119,13 +119,11 @@ def eval_tasks(config: SinusoidConfig, k_shot: int, device: torch.device | str =
 
 def _inner_parts(model: nn.Module, alpha: float | None) -> tuple:
     """``(forward, params, alpha, adapt)`` of a trained model, for its own inner loop."""
-    if isinstance(model, MAML):  # MAML, FOMAML, Meta-SGD (learned rates), ANIL (head only)
+    if isinstance(model, MetaLearner):  # MAML, FOMAML, Meta-SGD (learned rates), ANIL (head only), Reptile
         return model._forward, model.params(), model.alpha if alpha is None else alpha, model.adapt_names
-    net = model.module if isinstance(model, Reptile) else model
-    rate = alpha if alpha is not None else getattr(model, "alpha", None)
-    if rate is None:
+    if alpha is None:
         raise ValueError("alpha must be given for a model that has no inner learning rate of its own")
-    return functional(net), params_of(net), rate, None
+    return functional(model), params_of(model), alpha, None
 
 
 def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: float | None = None,
@@ -135,7 +133,7 @@ def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: fl
     With ``check=False`` a task whose fine-tuning diverges gives non-finite entries instead of an error.
     Every meta-learner has the same ``adaptation_curve``; the pretrained network goes through the functional one.
     """
-    if isinstance(model, (MAML, Reptile)):
+    if isinstance(model, MetaLearner):
         return model.adaptation_curve(batch, F.mse_loss, steps, alpha, check)
     forward, params, rate, adapt = _inner_parts(model, alpha)
     return adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=steps, alpha=rate, adapt=adapt,

@@ -4,8 +4,8 @@ from .analysis import exact_gradients, expected_gradients, flat_loss, taylor_err
 from .checks import EXECUTIONS, check_finite_inner, checked_loss
 from .chunked import Precomputed, chunked_mean
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, batched_inner_loop, functional,
-                         inner_loop, inner_loop_autograd, params_of, validate_inner)
-from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaSGD, maml_loss
+                         inner_loop, params_of, validate_inner)
+from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
 from .metric import (FullContextEmbedding, MatchingNetwork, MetricLearner, PrototypicalNetwork, cosine_attention,
                      infer_n_way, matching_log_probs, protonet_logits, prototypes, squared_distances)
 from .reptile import Reptile, adapted_params, article_reptile_update, reptile_direction, reptile_update
@@ -13,9 +13,10 @@ from .siamese import (REDUCTIONS, SiameseNetwork, class_scores, pairs_from_batch
                       sample_pairs, siamese_logits)
 
 __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML", "GRANULARITIES", "Learner", "MAML",
-           "MetaSGD", "Precomputed", "Reptile", "adaptation_curve", "adapted_params", "article_reptile_update",
+           "MetaLearner", "MetaSGD", "Precomputed", "Reptile", "adaptation_curve", "adapted_params",
+           "article_reptile_update",
            "batched_inner_loop", "check_finite_inner", "checked_loss", "chunked_mean", "exact_gradients",
-           "expected_gradients", "flat_loss", "functional", "inner_loop", "inner_loop_autograd", "maml_loss",
+           "expected_gradients", "flat_loss", "functional", "inner_loop", "maml_loss",
            "params_of", "reptile_direction", "reptile_update", "taylor_errors", "taylor_gradients", "validate_inner",
            "FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork", "cosine_attention",
            "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes", "squared_distances",

@@ -44,17 +44,19 @@ def check_execution(execution: object, chunk_size: object) -> None:
         raise ValueError(f"chunk_size must be a positive int (tasks per chunk), got {chunk_size!r}")
 
 
-def check_finite_inner(inner_losses: Tensor) -> None:
+def check_finite_inner(inner_losses: Tensor, first_task: int = 0) -> None:
     """Raise ``FloatingPointError`` naming the first task and inner step whose support loss is not finite.
 
-    ``inner_losses`` has shape ``(tasks, steps)``; step numbers in the message count from 1.
+    ``inner_losses`` has shape ``(tasks, steps)``, its row 0 being task ``first_task``; step numbers in the
+    message count from 1.
     """
     bad = ~torch.isfinite(inner_losses.detach())
     if bad.any():
         task, step = (int(i) for i in bad.nonzero()[0])
         value = inner_losses[task, step].item()
         raise FloatingPointError(f"the inner-loop support loss is not finite ({value}) at inner step {step + 1} "
-                                 f"of task {task}; lower alpha, check the task's data, or clip the inner gradients")
+                                 f"of task {first_task + task}; lower alpha, check the task's data, or clip the "
+                                 "inner gradients")
 
 
 def _reads_integers(module: nn.Module | None) -> bool:

@@ -53,7 +53,7 @@ def chunked_mean(run: ChunkFn, inputs: dict[str, Tensor], tasks: int, chunk_size
         with torch.set_grad_enabled(need):
             loss_sum, inner = run(leaves, start, stop)  # (), (chunk, steps)
             inners.append(inner.detach())
-            check_finite_inner(torch.cat(inners))
+            check_finite_inner(inner, first_task=start)
             parts = torch.autograd.grad(loss_sum, [leaves[k] for k in names], allow_unused=True) if names else ()
         for k, g in zip(names, parts):
             if g is not None:

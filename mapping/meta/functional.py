@@ -69,9 +69,26 @@ def _rates(alpha: Alpha, keys: Sequence[str]) -> Mapping[str, Tensor | float]:
     return alpha if isinstance(alpha, Mapping) else {k: alpha for k in keys}
 
 
+def _autograd_grad_and_value(loss: Callable[[Params], Tensor], create: bool
+                             ) -> Callable[[Params], tuple[Params, Tensor]]:
+    """``torch.func.grad_and_value(loss)`` done with :func:`torch.autograd.grad` (buffers may change in place).
+
+    The graph of the gradient is kept only with ``create``; a parameter the loss does not use gets a zero gradient.
+    """
+    def run(fast: Params) -> tuple[Params, Tensor]:
+        with torch.enable_grad():
+            leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
+            value = loss(leaves)
+            grads = torch.autograd.grad(value, list(leaves.values()), create_graph=create, allow_unused=True)
+        g = {k: torch.zeros_like(fast[k]) if gk is None else gk for k, gk in zip(fast, grads)}
+        return g, value if create else value.detach()
+    return run
+
+
 def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
                alpha: Alpha, first_order: bool = False, adapt: Sequence[str] | None = None,
-               query: tuple[Tensor, Tensor] | None = None, trace: bool = False) -> tuple[Params, Tensor, Tensor]:
+               query: tuple[Tensor, Tensor] | None = None, trace: bool = False,
+               autograd: bool = False) -> tuple[Params, Tensor, Tensor]:
     """Adapt ``params`` to one task by ``steps`` steps of gradient descent on ``loss_fn(forward(., x), y)``.
 
     theta'_j = theta'_{j-1} - alpha * grad L_support(theta'_{j-1}),  theta'_0 = theta   (MAML eq. 1)
@@ -80,7 +97,9 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     ``adapt`` move (ANIL adapts the head); the others are used as they are. With ``first_order`` the inner
     gradients are treated as constants (FOMAML). Returns the adapted parameters, the support losses before
     each step ``(steps,)`` and, if ``query`` is given, the query loss after the last step ``(1,)``, or with
-    ``trace`` after 0..steps steps ``(steps + 1,)``.
+    ``trace`` after 0..steps steps ``(steps + 1,)``. The inner gradients come from :func:`torch.func.grad`,
+    or with ``autograd`` from :func:`torch.autograd.grad` (the ``"loop"`` execution: modules may update
+    buffers in place; the inner graph is kept when grad mode is on and ``first_order`` is off).
     """
     keys = list(params) if adapt is None else list(adapt)
     frozen = {k: v for k, v in params.items() if k not in keys}
@@ -92,50 +111,20 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     def query_loss(fast: Params) -> Tensor:
         return query_fn(forward({**frozen, **fast}, query[0]), query[1])
 
+    step = (_autograd_grad_and_value(support_loss, torch.is_grad_enabled() and not first_order) if autograd
+            else grad_and_value(support_loss))
     fast, rate = {k: params[k] for k in keys}, _rates(alpha, keys)
     inner, outer = [], []
     for _ in range(steps):
         if query is not None and trace:
             outer.append(query_loss(fast))
-        g, loss = grad_and_value(support_loss)(fast)
+        g, loss = step(fast)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
         fast = {k: fast[k] - rate[k] * g[k] for k in keys}
         inner.append(loss)
     if query is not None:
         outer.append(query_loss(fast))
-    empty = x.new_zeros(0)
-    return ({**frozen, **fast}, torch.stack(inner) if inner else empty,
-            torch.stack(outer) if outer else empty)
-
-
-def inner_loop_autograd(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
-                        alpha: Alpha, first_order: bool = False, adapt: Sequence[str] | None = None,
-                        query: tuple[Tensor, Tensor] | None = None, trace: bool = False,
-                        ) -> tuple[Params, Tensor, Tensor]:
-    """:func:`inner_loop` with :func:`torch.autograd.grad` instead of ``torch.func`` (the ``"loop"`` execution).
-
-    Modules may update buffers in place (batch norm's running statistics, once per forward call).
-    The inner graph is kept (``create_graph``) when grad mode is on and ``first_order`` is off.
-    """
-    keys = list(params) if adapt is None else list(adapt)
-    frozen = {k: v for k, v in params.items() if k not in keys}
-    support_fn, query_fn = checked_loss(loss_fn, "support_y"), checked_loss(loss_fn, "query_y")
-    create = torch.is_grad_enabled() and not first_order
-    fast, rate = {k: params[k] for k in keys}, _rates(alpha, keys)
-    inner, outer = [], []
-    for _ in range(steps):
-        if query is not None and trace:
-            outer.append(query_fn(forward({**frozen, **fast}, query[0]), query[1]))
-        with torch.enable_grad():
-            leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
-            loss = support_fn(forward({**frozen, **leaves}, x), y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=create, allow_unused=True)
-        fast = {k: fast[k] if g is None else fast[k] - rate[k] * (g if create else g.detach())
-                for k, g in zip(keys, grads)}
-        inner.append(loss if create else loss.detach())
-    if query is not None:
-        outer.append(query_fn(forward({**frozen, **fast}, query[0]), query[1]))
     empty = x.new_zeros(0)
     return ({**frozen, **fast}, torch.stack(inner) if inner else empty,
             torch.stack(outer) if outer else empty)
@@ -162,7 +151,10 @@ def validate_inner(forward: Forward, params: Params, support_x: Tensor, support_
     data = {"support_x": support_x, "support_y": support_y}
     if query_x is not None:
         data.update(query_x=query_x, query_y=query_y)
-    check_data(params, data, getattr(forward, "module", None))
+    module = getattr(forward, "module", None)
+    check_data(params, data, module)
+    if module is not None and execution != "loop":
+        check_vmappable(module)
 
 
 def batched_inner_loop(forward: Forward, loss_fn: LossFn, params: Params, support_x: Tensor, support_y: Tensor,
@@ -183,16 +175,12 @@ def batched_inner_loop(forward: Forward, loss_fn: LossFn, params: Params, suppor
     if validate:
         validate_inner(forward, params, support_x, support_y, query_x, query_y, steps=steps, alpha=alpha,
                        adapt=adapt, execution=execution, chunk_size=chunk_size)
-    module = getattr(forward, "module", None)
     kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt, trace=trace)
 
     if execution == "loop":
-        return _stack([inner_loop_autograd(forward, loss_fn, params, support_x[t], support_y[t],
-                                           query=(qx[t], qy[t]) if has_query else None, **kw)
+        return _stack([inner_loop(forward, loss_fn, params, support_x[t], support_y[t], autograd=True,
+                                  query=(qx[t], qy[t]) if has_query else None, **kw)
                        for t in range(support_x.shape[0])], dim_new=True)
-
-    if module is not None:
-        check_vmappable(module)
 
     def one_task(sx: Tensor, sy: Tensor, qx_: Tensor, qy_: Tensor) -> tuple[Params, Tensor, Tensor]:
         return inner_loop(forward, loss_fn, params, sx, sy, query=(qx_, qy_) if has_query else None, **kw)
@@ -227,4 +215,4 @@ def adaptation_curve(forward: Forward, loss_fn: LossFn, params: Params, support_
 
 
 __all__ = ["DEFAULT_CHUNK", "DEFAULT_EXECUTION", "adaptation_curve", "batched_inner_loop", "functional",
-           "inner_loop", "inner_loop_autograd", "params_of", "validate_inner"]
+           "inner_loop", "params_of", "validate_inner"]

@@ -48,18 +48,21 @@ def maml_loss(forward: Forward, loss_fn: LossFn, params: Params, batch: TaskBatc
     validate_inner(forward, params, *batch.tensors(), steps=steps, alpha=alpha, adapt=adapt, execution=execution,
                    chunk_size=chunk_size)
     rates = dict(alpha) if isinstance(alpha, Mapping) else {}
-    named = {**{("params", k): v for k, v in params.items()}, **{("alpha", k): v for k, v in rates.items()}}
-    keys = {name: f"t{i}" for i, name in enumerate(named)}
-    inputs = {keys[name]: t for name, t in named.items()}
+    inputs = {**{("params", k): v for k, v in params.items()}, **{("alpha", k): v for k, v in rates.items()}}
 
-    def run(leaves: dict[str, Tensor], start: int, stop: int) -> tuple[Tensor, Tensor]:
-        p = {k: leaves[keys["params", k]] for k in params}
-        a = {k: leaves[keys["alpha", k]] for k in rates} if rates else alpha
+    def run(leaves: dict, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        p = {k: leaves["params", k] for k in params}
+        a = {k: leaves["alpha", k] for k in rates} if rates else alpha
         part = (t[start:stop] for t in batch.tensors())
         _, inner, outer = batched_inner_loop(forward, loss_fn, p, *part, **{**kw, "alpha": a}, validate=False,
                                              execution="vmap" if execution == "chunk" else "loop")
         return outer[:, -1].sum(), inner  # (), (chunk, steps)
     return chunked_mean(run, inputs, batch.num_tasks, chunk_size if execution == "chunk" else 1)
+
+
+def _connected_copies(params: Params) -> Params:
+    """New tensors, differentiable back to ``params`` (learn2learn's ``clone``); frozen ones are shared."""
+    return {k: v.clone() if v.requires_grad else v for k, v in params.items()}
 
 
 class Learner(nn.Module):
@@ -98,9 +101,8 @@ class Learner(nn.Module):
     def clone(self, first_order: bool | None = None) -> "Learner":
         """A nested learner starting from this one's adapted parameters (still connected to the originals)."""
         first = self.first_order if first_order is None else first_order
-        params = {k: v.clone() if v.requires_grad else v for k, v in self.params.items()}
-        child = Learner(self.module, params, self.alpha, first, self.adapt_names, self.allow_unused,
-                        self.allow_nograd)
+        child = Learner(self.module, _connected_copies(self.params), self.alpha, first, self.adapt_names,
+                        self.allow_unused, self.allow_nograd)
         child.steps_taken = self.steps_taken
         return child
 
@@ -140,7 +142,51 @@ class Learner(nn.Module):
         return self
 
 
-class MAML(nn.Module):
+class MetaLearner(nn.Module):
+    """What every optimization-based method shares: the wrapped module as a pure function of its parameters,
+    the inner rate ``alpha`` and ``steps``, the ``execution`` of a task batch, ``clone()`` for one task and
+    ``adaptation_curve()``, so that one evaluation loop serves MAML and its relatives and Reptile alike."""
+
+    first_order, adapt_names, allow_unused, allow_nograd = False, None, False, False
+
+    def __init__(self, module: nn.Module, alpha: float, steps: int, execution: str, chunk_size: int) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        check_alpha(alpha)
+        check_steps(steps)
+        check_execution(execution, chunk_size)
+        self.module = module
+        self.inner_alpha, self.steps = float(alpha), steps
+        self.execution, self.chunk_size = execution, chunk_size
+        self._forward = functional(module)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)
+
+    @property
+    def alpha(self) -> Alpha:
+        """The inner learning rate: a float, or per-parameter tensors for Meta-SGD."""
+        return self.inner_alpha
+
+    def params(self) -> Params:
+        return params_of(self.module)
+
+    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
+                         check: bool = True) -> Tensor:
+        """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, without meta-gradients."""
+        return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
+                                alpha=self.alpha if alpha is None else alpha, adapt=self.adapt_names, check=check,
+                                execution=self.execution, chunk_size=self.chunk_size)
+
+    def clone(self, first_order: bool | None = None) -> Learner:
+        """A :class:`Learner` for one task, differentiable back to this module's parameters."""
+        first = self.first_order if first_order is None else first_order
+        return Learner(self.module, _connected_copies(self.params()), self.alpha, first, self.adapt_names,
+                       self.allow_unused, self.allow_nograd)
+
+
+class MAML(MetaLearner):
     """MAML around any ``nn.Module`` (learn2learn: ``l2l.algorithms.MAML(model, lr, first_order)``).
 
     >>> maml = MAML(model, alpha=0.01, steps=1)
@@ -155,53 +201,20 @@ class MAML(nn.Module):
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
                  adapt: Sequence[str] | None = None, *, execution: str = DEFAULT_EXECUTION,
                  chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False) -> None:
-        super().__init__()
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        check_alpha(alpha)
-        check_steps(steps)
-        check_execution(execution, chunk_size)
-        self.module = module
-        self.inner_alpha, self.steps, self.first_order = float(alpha), steps, first_order
-        self.execution, self.chunk_size = execution, chunk_size
+        super().__init__(module, alpha, steps, execution, chunk_size)
+        self.first_order = first_order
         self.allow_unused, self.allow_nograd = allow_unused, allow_nograd
         self.adapt_names = None if adapt is None else list(adapt)
-        self._forward = functional(module)
         if self.adapt_names is not None:
             unknown = sorted(set(self.adapt_names) - dict(module.named_parameters()).keys())
             if unknown:
                 raise ValueError(f"adapt names parameters the module does not have: {unknown}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.module(x)
-
-    @property
-    def alpha(self) -> Alpha:
-        """The inner learning rate: a float, or per-parameter tensors for Meta-SGD."""
-        return self.inner_alpha
-
-    def params(self) -> Params:
-        return params_of(self.module)
 
     def meta_loss(self, batch: TaskBatch, loss_fn: LossFn, steps: int | None = None) -> tuple[Tensor, Tensor]:
         """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`)."""
         return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
                          alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
                          execution=self.execution, chunk_size=self.chunk_size)
-
-    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
-                         check: bool = True) -> Tensor:
-        """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, without meta-gradients."""
-        return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
-                                alpha=self.alpha if alpha is None else alpha, adapt=self.adapt_names, check=check,
-                                execution=self.execution, chunk_size=self.chunk_size)
-
-    def clone(self, first_order: bool | None = None) -> Learner:
-        """A :class:`Learner` for one task, differentiable back to this module's parameters."""
-        first = self.first_order if first_order is None else first_order
-        params = {k: v.clone() if v.requires_grad else v for k, v in self.params().items()}  # connected copies
-        return Learner(self.module, params, self.alpha, first, self.adapt_names, self.allow_unused,
-                       self.allow_nograd)
 
 
 class FOMAML(MAML):
@@ -263,4 +276,4 @@ class ANIL(MAML):
         super().__init__(module, alpha, steps, first_order, adapt=head, **options)
 
 
-__all__ = ["ANIL", "FOMAML", "GRANULARITIES", "Learner", "MAML", "MetaSGD", "maml_loss"]
+__all__ = ["ANIL", "FOMAML", "GRANULARITIES", "Learner", "MAML", "MetaLearner", "MetaSGD", "maml_loss"]

@@ -15,10 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
-from .checks import check_alpha, check_execution, check_finite_inner, check_steps
-from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, adaptation_curve,
-                         batched_inner_loop, functional, params_of)
-from .maml import Learner
+from .checks import check_finite_inner
+from .functional import DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, batched_inner_loop
+from .maml import MetaLearner
 
 
 def adapted_params(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
@@ -54,35 +53,23 @@ def article_reptile_update(params: Params, adapted: Params, beta: float) -> Para
     return {k: params[k].detach() + beta * g[k] for k in params}
 
 
-class Reptile(nn.Module):
+class Reptile(MetaLearner):
     """Reptile around any ``nn.Module`` (learn2learn users write the same loop by hand).
 
     >>> reptile = Reptile(model, alpha=0.01, steps=5)
     >>> optimizer.zero_grad(); reptile.meta_grad(batch, F.mse_loss); optimizer.step()
     >>> learner = reptile.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # as for MAML
 
-    ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone`` and ``adaptation_curve``
-    have MAML's signatures, so one evaluation loop serves every method.
+    ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone`` (first-order: Reptile has no
+    Hessian term) and ``adaptation_curve`` come from :class:`~mapping.meta.MetaLearner`.
     """
+
+    first_order = True
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True, *,
                  execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> None:
-        super().__init__()
-        if not isinstance(module, nn.Module):
-            raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
-        check_alpha(alpha)
-        check_steps(steps)
-        check_execution(execution, chunk_size)
-        self.module, self.alpha, self.steps, self.use_query = module, float(alpha), steps, use_query
-        self.execution, self.chunk_size = execution, chunk_size
-        self.adapt_names = None
-        self._forward = functional(module)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.module(x)
-
-    def params(self) -> Params:
-        return params_of(self.module)
+        super().__init__(module, alpha, steps, execution, chunk_size)
+        self.use_query = use_query
 
     def meta_grad(self, batch: TaskBatch, loss_fn: LossFn) -> Tensor:
         """Set each parameter's ``.grad`` to ``theta - mean_i theta'_i``; return the mean first inner loss.
@@ -102,18 +89,6 @@ class Reptile(nn.Module):
         for k, p in params.items():
             p.grad = -direction[k]
         return inner[:, 0].mean() if inner.numel() else x.new_zeros(())
-
-    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
-                         check: bool = True) -> Tensor:
-        """Query loss of each task after 0..steps inner SGD steps, ``(tasks, steps + 1)``."""
-        return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
-                                alpha=self.alpha if alpha is None else alpha, check=check,
-                                execution=self.execution, chunk_size=self.chunk_size)
-
-    def clone(self, first_order: bool | None = None) -> Learner:
-        """A :class:`~mapping.meta.Learner` for one task (first-order by default: Reptile has no Hessian term)."""
-        params = {k: v.clone() if v.requires_grad else v for k, v in self.params().items()}  # connected copies
-        return Learner(self.module, params, self.alpha, True if first_order is None else first_order, None)
 
 
 __all__ = ["Reptile", "adapted_params", "article_reptile_update", "reptile_direction", "reptile_update"]
