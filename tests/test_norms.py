@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from mapping.data import TaskBatch
-from mapping.meta import ANIL, FOMAML, MAML, MetaSGD
+from mapping.meta import ANIL, FOMAML, MAML, MetaSGD, Reptile
 from mapping.nn import BatchStatNorm2d
 from mapping.nn.norms import ROUTES, check_vmappable, primitive_norms
 from reference import reference_meta_loss, relative_error
@@ -183,3 +183,48 @@ def test_loop_execution_updates_running_statistics_task_by_task_as_learn2learn()
     torch.testing.assert_close(model[1].running_mean, twin[1].running_mean, rtol=0, atol=0)
     torch.testing.assert_close(model[1].running_var, twin[1].running_var, rtol=0, atol=0)
     assert int(model[1].num_batches_tracked) == 3 * 3  # 3 tasks x (2 support forwards + 1 query forward)
+
+
+@pytest.mark.parametrize("execution", ["chunk", "loop"])
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_chunk_and_loop_meta_gradients_are_exact_with_every_norm_layer(layer, method, execution):
+    model, batch = make(layer)
+    wrapper, loss, got = meta_gradient(method, model, batch, 2, execution=execution)
+    ref_loss = reference_meta_loss(model, batch, F.cross_entropy, steps=2, alpha=wrapper.alpha,
+                                   first_order=method == "fomaml", adapt=wrapper.adapt_names)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=0)
+    assert relative_error(got, torch.autograd.grad(ref_loss, list(wrapper.parameters()))) <= 1e-10
+
+
+def reference_reptile_direction(model, batch, steps, alpha):
+    """mean_i(theta'_i - theta) by a plain per-task loop of SGD steps on support and query together."""
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    moves = []
+    for t in range(batch.num_tasks):
+        x = torch.cat([batch.support_x[t], batch.query_x[t]])
+        y = torch.cat([batch.support_y[t], batch.query_y[t]])
+        fast = {k: v.clone().requires_grad_() for k, v in params.items()}
+        for _ in range(steps):
+            loss = F.cross_entropy(torch.func.functional_call(model, fast, (x,)), y)
+            grads = torch.autograd.grad(loss, list(fast.values()))
+            fast = {k: (v - alpha * g).detach().requires_grad_() for (k, v), g in zip(fast.items(), grads)}
+        moves.append({k: fast[k].detach() - params[k] for k in params})
+    return [torch.stack([m[k] for m in moves]).mean(0) for k in params]
+
+
+@pytest.mark.parametrize("execution", ["vmap", "chunk", "loop"])
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_reptile_and_adaptation_curves_are_exact_with_every_norm_layer(layer, execution):
+    model, batch = make(layer)
+    reptile = Reptile(model, alpha=0.3, steps=3, execution=execution, chunk_size=2)
+    reptile.meta_grad(batch, F.cross_entropy)
+    want = reference_reptile_direction(model, batch, 3, 0.3)
+    assert relative_error([-p.grad for p in model.parameters()], want) <= 1e-10
+    curve = reptile.adaptation_curve(batch, F.cross_entropy, steps=2)  # (tasks, 3)
+    for t in range(batch.num_tasks):
+        learner = reptile.clone()
+        for s in range(3):
+            query = F.cross_entropy(learner(batch.query_x[t]), batch.query_y[t])
+            torch.testing.assert_close(curve[t, s], query.detach(), rtol=1e-10, atol=0)
+            learner.adapt(F.cross_entropy(learner(batch.support_x[t]), batch.support_y[t]))
