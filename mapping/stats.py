@@ -1,9 +1,18 @@
-"""Summary statistics for evaluation over many held-out tasks."""
+"""Summary statistics for evaluation over many held-out tasks, and the book's one definition of divergence.
+
+**Divergence.** Fine-tuning has *diverged* on a task at step ``s`` when the task's query loss after ``s``
+steps is not finite or exceeds :data:`DIVERGENCE_FACTOR` (10) times its loss before fine-tuning (step 0).
+A step at which any task diverged reports the diverged share and the median and quartiles of the other
+tasks, never a mean: a mean over tasks where a few explode measures only those few.
+"""
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
+
+DIVERGENCE_FACTOR = 10.0
 
 
 def mean_ci95(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
@@ -16,4 +25,37 @@ def mean_ci95(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     return values.mean(dim), 1.96 * values.std(dim, unbiased=True) / math.sqrt(n)
 
 
-__all__ = ["mean_ci95"]
+def diverged(losses: Tensor, factor: float = DIVERGENCE_FACTOR) -> Tensor:
+    """Which tasks diverged at which step: ``losses`` ``(tasks, steps + 1)``, column 0 before fine-tuning.
+
+    True where the loss is not finite or above ``factor`` times the task's loss at step 0 (see the module
+    docstring); a task whose step-0 loss is itself not finite counts as diverged at every step.
+    """
+    if losses.dim() != 2 or losses.shape[1] < 1:
+        raise ValueError(f"losses must have shape (tasks, steps + 1) with column 0 the loss before fine-tuning, "
+                         f"got shape {tuple(losses.shape)}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise ValueError(f"factor must be a number above 1, got {factor!r}")
+    before = losses[:, :1]  # (tasks, 1)
+    return ~torch.isfinite(losses) | ~torch.isfinite(before) | (losses > factor * before)  # (tasks, steps + 1)
+
+
+def step_summary(losses: Tensor, factor: float = DIVERGENCE_FACTOR) -> list[dict[str, float]]:
+    """Per step ``s`` of ``losses`` ``(tasks, steps + 1)``: ``diverged`` (share of tasks, 0..1), ``median``,
+    ``q25`` and ``q75`` of the tasks that did not diverge, and ``mean`` with ``ci95`` only where none did."""
+    bad = diverged(losses, factor)  # (tasks, steps + 1)
+    out = []
+    for s in range(losses.shape[1]):
+        ok = losses[~bad[:, s], s].double()  # (tasks kept,)
+        row = {"diverged": bad[:, s].double().mean().item()}
+        if ok.numel():
+            q = torch.quantile(ok, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))  # (3,)
+            row.update(q25=q[0].item(), median=q[1].item(), q75=q[2].item())
+        if not bad[:, s].any() and losses.shape[0] > 1:
+            mean, ci = mean_ci95(losses[:, s])
+            row.update(mean=mean.item(), ci95=ci.item())
+        out.append(row)
+    return out
+
+
+__all__ = ["DIVERGENCE_FACTOR", "diverged", "mean_ci95", "step_summary"]

@@ -21,7 +21,7 @@ from ..data import Sinusoid, TaskBatch
 from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop, functional,
                     params_of)
 from ..nn import sinusoid_mlp
-from ..stats import mean_ci95
+from ..stats import diverged, step_summary
 from ..train import train
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
@@ -162,28 +162,23 @@ TUNABLE = ("maml", "fomaml", "reptile", "anil", "pretrained")  # Meta-SGD's rate
 def tune_alpha(method: str, model: nn.Module, config: SinusoidConfig, k_shot: int,
                device: torch.device | str = "cpu") -> float:
     """The paper's 'automatically tuned step size': the rate in ``config.alpha_grid`` with the lowest query MSE
-    after ``eval_steps`` steps on validation tasks with ``k_shot`` points (never the test tasks). A rate that
-    diverges on any validation task is no candidate."""
+    after ``eval_steps`` steps on validation tasks with ``k_shot`` points (never the test tasks). A rate under
+    which fine-tuning diverges (:func:`mapping.stats.diverged`) on any validation task at any step is no
+    candidate."""
     val = eval_tasks(config, k_shot, device, offset=20_000)
     scores = {}
     for a in config.alpha_grid:
-        try:
-            scores[a] = curve(method, model, val, config.eval_steps, a)[:, -1].mean().item()
-        except FloatingPointError:
-            scores[a] = float("inf")
+        losses = curve(method, model, val, config.eval_steps, a, check=False)  # (tasks, steps + 1)
+        scores[a] = float("inf") if diverged(losses).any() else losses[:, -1].mean().item()
     return min(scores, key=scores.get)
 
 
 def _summarise(prefix: str, losses: torch.Tensor, metrics: dict[str, float]) -> None:
-    """``{prefix}/step{s}/mse`` and ``/ci95`` per step; ``/diverged`` (fraction of tasks) where some diverge."""
-    mean, ci = mean_ci95(losses)  # (steps + 1,)
-    diverged = (~torch.isfinite(losses)).double().mean(0)  # (steps + 1,)
-    for s in range(losses.shape[1]):
-        if diverged[s] > 0:
-            metrics[f"{prefix}/step{s}/diverged"] = diverged[s].item()
-        else:
-            metrics[f"{prefix}/step{s}/mse"] = mean[s].item()
-            metrics[f"{prefix}/step{s}/ci95"] = ci[s].item()
+    """Per step ``s``: ``{prefix}/step{s}/diverged`` (share of tasks), ``/median``, ``/q25``, ``/q75`` of the
+    others, and ``/mse`` with ``/ci95`` only where no task diverged (:func:`mapping.stats.step_summary`)."""
+    for s, row in enumerate(step_summary(losses)):
+        for stat, value in row.items():
+            metrics[f"{prefix}/step{s}/{'mse' if stat == 'mean' else stat}"] = value
 
 
 def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu",
@@ -194,8 +189,9 @@ def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torc
       Meta-SGD's learned rates); for the pretrained baseline, with the tuned rate (the paper's protocol);
     * ``"{method}/k{K}/tuned/step{s}/mse"``: with the rate tuned on validation tasks (``.../tuned/alpha``).
 
-    Where fine-tuning diverges on some tasks (a rate too large for their curvature), the step gets
-    ``".../diverged"``, the fraction of tasks whose loss is not finite, instead of a misleading mean.
+    Every step also gets ``".../diverged"`` (the share of tasks on which fine-tuning diverged, by the one
+    definition of :mod:`mapping.stats`) and ``".../median"``, ``".../q25"``, ``".../q75"`` of the other tasks;
+    where any task diverged there is no ``".../mse"``, since a mean over a few exploding tasks says nothing.
     """
     metrics: dict[str, float] = {}
     for k in config.eval_shots:
