@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 
 from . import plot, results
-from .report import steps_curve
+from .report import curve_label, steps_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,9 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
     curves = {}
     for name in METHODS:  # step size tuned on validation tasks; Meta-SGD fine-tunes with its learned rates
         tuned = f"{name}/k5/tuned/step0/mse" in metrics
-        label = LABELS[name] + ("" if tuned else " (learned rates)")
-        curves[label] = steps_curve(metrics, f"{name}/k5" + ("/tuned" if tuned else ""), 10)  # gaps: diverged
+        prefix = f"{name}/k5" + ("/tuned" if tuned else "")
+        label = curve_label(LABELS[name] + ("" if tuned else " (learned rates)"), metrics, prefix, 10)
+        curves[label] = steps_curve(metrics, prefix, 10)  # stops where fine-tuning diverged on some tasks
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),
                       title="Sinusoid regression, K = 5: fine-tuning from a meta-learned start")

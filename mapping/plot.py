@@ -44,14 +44,19 @@ def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
                  ylim: tuple[float, float] | None = None) -> Axes:
     """Mean and 95% CI band against the number of adaptation steps, one line per method.
 
-    ``ylim`` keeps the informative range in view when a diverging method's mean leaves it.
+    A curve stops where its mean is missing (NaN: fine-tuning diverged on some tasks, :mod:`mapping.stats`).
+    On a log axis a band whose lower edge is not positive is left out at that step rather than drawn down to
+    the axis. ``ylim`` keeps the informative range in view.
     """
     ax = _axes(ax)
     for label, (mean, ci) in curves.items():
         mean, ci = torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(ci, dtype=torch.float64)
         steps = torch.arange(len(mean))
-        ax.plot(steps, mean, marker="o", ms=3, label=label)
-        ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+        line, = ax.plot(steps, mean, marker="o", ms=3, label=label)
+        low, high = mean - ci, mean + ci  # (steps + 1,)
+        if logy:
+            low, high = low.where(low > 0, torch.nan), high.where(low > 0, torch.nan)
+        ax.fill_between(steps, low, high, alpha=0.15, color=line.get_color(), lw=0)
     ax.set(xlabel="adaptation steps", ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")

@@ -13,12 +13,20 @@ def fmt(mean: float | None, ci: float | None = None, digits: int = 2) -> str:
 
 
 def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> str:
-    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict; 'diverged' where recorded."""
+    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict.
+
+    Where fine-tuning diverged on some tasks (:mod:`mapping.stats`): the median and quartiles of the other
+    tasks and the diverged share, e.g. ``median 0.41 (IQR 0.21–0.80); 0.3% diverged``; never a mean.
+    """
     if not metrics:
         return "—"
     base = key.rsplit("/", 1)[0]
-    if key not in metrics and f"{base}/diverged" in metrics:
-        return f"diverged ({100 * metrics[f'{base}/diverged']:.1f}% of tasks)"
+    share = metrics.get(f"{base}/diverged", 0.0)
+    if share > 0:
+        if f"{base}/median" not in metrics:  # every task diverged, or a record older than the quartiles
+            return f"diverged ({100 * share:.1f}% of tasks)"
+        q = [f"{metrics[f'{base}/{s}']:.{digits}f}" for s in ("median", "q25", "q75")]
+        return f"median {q[0]} (IQR {q[1]}–{q[2]}); {100 * share:.1f}% diverged"
     return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), digits)
 
 
@@ -35,3 +43,21 @@ def steps_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tuple[
     mean = [metrics.get(f"{prefix}/step{s}/mse", nan) for s in range(steps + 1)]
     ci = [metrics.get(f"{prefix}/step{s}/ci95", nan) for s in range(steps + 1)]
     return mean, ci
+
+
+def divergence_onset(metrics: Mapping[str, float], prefix: str, steps: int) -> tuple[int, float] | None:
+    """The first step ``s`` at which fine-tuning diverged on some tasks, and the share then; None if never."""
+    for s in range(steps + 1):
+        share = metrics.get(f"{prefix}/step{s}/diverged", 0.0)
+        if share > 0:
+            return s, share
+    return None
+
+
+def curve_label(label: str, metrics: Mapping[str, float], prefix: str, steps: int) -> str:
+    """``label``, with where its curve stops: ``"ANIL (diverged on 1.2% of tasks at step 4)"``."""
+    onset = divergence_onset(metrics, prefix, steps)
+    return label if onset is None else f"{label} (diverged on {100 * onset[1]:.1f}% of tasks at step {onset[0]})"
+
+
+__all__ = ["curve_label", "divergence_onset", "fmt", "markdown_table", "metric", "steps_curve"]

@@ -3,6 +3,7 @@ Metric-based: Prototypical, Matching and Siamese networks."""
 from .analysis import exact_gradients, expected_gradients, flat_loss, taylor_errors, taylor_gradients
 from .checks import EXECUTIONS, check_finite_inner, checked_loss
 from .chunked import Precomputed, chunked_mean
+from .curvature import inner_curvature
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, batched_inner_loop, functional,
                          inner_loop, params_of, validate_inner)
 from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
@@ -16,7 +17,7 @@ __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML",
            "MetaLearner", "MetaSGD", "Precomputed", "Reptile", "adaptation_curve", "adapted_params",
            "article_reptile_update",
            "batched_inner_loop", "check_finite_inner", "checked_loss", "chunked_mean", "exact_gradients",
-           "expected_gradients", "flat_loss", "functional", "inner_loop", "maml_loss",
+           "expected_gradients", "flat_loss", "functional", "inner_curvature", "inner_loop", "maml_loss",
            "params_of", "reptile_direction", "reptile_update", "taylor_errors", "taylor_gradients", "validate_inner",
            "FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork", "cosine_attention",
            "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes", "squared_distances",
