@@ -37,7 +37,14 @@ def results_dir() -> Path:
 
 
 def git_commit(root: Path | None = None) -> tuple[str, bool]:
-    """The commit of the checkout holding the package and whether its tracked files differ from it."""
+    """The commit of the checkout holding the package and whether its tracked files differ from it.
+
+    ``MAPPING_COMMIT`` overrides both (commit, not dirty): set it to the commit whose clean tree was copied
+    where no usable ``.git`` travels with the files, e.g. a GPU machine that receives a copy of the working
+    tree (``MAPPING_COMMIT=$(git rev-parse HEAD)`` on the machine that made the copy).
+    """
+    if os.environ.get("MAPPING_COMMIT"):
+        return os.environ["MAPPING_COMMIT"], False
     root = root or Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -99,8 +106,8 @@ def load(name: str, out_dir: str | os.PathLike | None = None) -> dict[str, Any] 
 
 
 def describe(record: dict[str, Any]) -> str:
-    """One line of provenance for a figure or table caption."""
-    commit = record["commit"][:10] + ("+dirty" if record.get("dirty") else "")
-    return (f"`{record['command']}` (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
+    """One line of plain-text provenance for a figure or table caption, exactly as the record has it."""
+    commit = record["commit"][:10] + (" with uncommitted changes" if record.get("dirty") else "")
+    return (f"{record['command']} (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
             f"torch {record['torch']}, commit {commit}, {record['wall_seconds'] / 60:.1f} min)")
 
