@@ -2,19 +2,19 @@
 
 The package behind the executable book *Everything is a mapping* (一切皆是映射). Subpackages:
 ``mapping.data`` (tasks and datasets), ``mapping.nn`` (backbones and exact normalisation),
-``mapping.meta`` (meta-learning), ``mapping.train`` (the training loop), ``mapping.results`` (results with
+``mapping.meta`` (meta-learning), ``mapping.multitask`` (multi-task learning), ``mapping.train`` (the training loop), ``mapping.results`` (results with
 provenance), ``mapping.plot``, ``mapping.experiments`` and ``mapping.reproduce``. ``import mapping`` loads
 the light ones at once and the others (plotting, experiments) on first use.
 """
 import importlib
 
-from . import budget, checkpoint, data, device, meta, nn, results, stats, train
+from . import budget, checkpoint, data, device, meta, multitask, nn, results, stats, train
 from .device import get_device, seed_everything
 
 __version__ = "0.1.0"
 _LAZY = ("experiments", "figures", "plot", "reproduce")
-__all__ = ["budget", "checkpoint", "data", "device", "experiments", "figures", "get_device", "meta", "nn", "plot",
-           "reproduce", "results", "seed_everything", "stats", "train"]
+__all__ = ["budget", "checkpoint", "data", "device", "experiments", "figures", "get_device", "meta", "multitask", "nn",
+           "plot", "reproduce", "results", "seed_everything", "stats", "train"]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,7 @@
     python -m mapping.reproduce omniglot-metric          # ProtoNets, Matching and Siamese networks on Omniglot
     python -m mapping.reproduce omniglot-metric --methods siamese --episodes 9000 --halve-every 3000 \
         --name omniglot_metric_siamese                  # one method with a longer budget, in its own record
+    python -m mapping.reproduce multitask                # MultiDigits (every MTL method, 3 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
 """
@@ -46,8 +47,20 @@ def omniglot_metric(args: argparse.Namespace) -> dict:
                                            "threads_per_job": args.threads or torch.get_num_threads()}}
 
 
+def multitask(args: argparse.Namespace) -> dict:
+    from .experiments.multitask import MultitaskConfig, ToyConfig, config_dict, run_multidigits, run_toy
+    config, toy = MultitaskConfig.for_mode(args.mode), ToyConfig.for_mode(args.mode)
+    if args.methods:
+        config = dataclasses.replace(config, methods=tuple(args.methods))
+    metrics = run_multidigits(config, progress=True)
+    toy_metrics, curves = run_toy(toy)
+    return {"metrics": {**metrics, **toy_metrics}, "curves": {"toy": curves},
+            "config": {"multidigits": config_dict(config), "toy": config_dict(toy)}}
+
+
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
-                                                                 "omniglot-metric": omniglot_metric}
+                                                                 "omniglot-metric": omniglot_metric,
+                                                                 "multitask": multitask}
 
 
 def main(argv: list[str] | None = None) -> int:

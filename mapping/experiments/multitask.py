@@ -1,0 +1,273 @@
+"""Multi-task learning on MultiDigits (left and right digit of one canvas) and on GradNorm's toy regression.
+
+One training function for every method, so that methods differ only in what the issue says they differ in:
+
+* ``single``: one network per task (the single-task baseline of Sener & Koltun 2018, Table 3);
+* architectures trained with equal weights: ``hard``, ``soft``, ``cross_stitch``, ``mmoe``;
+* the hard-sharing trunk with a loss weighting (``rlw``, ``uncertainty``, ``gradnorm``, ``dwa``, ``famo``)
+  or a gradient aggregator on the shared parameters (``pcgrad``, ``cagrad``, ``upgrad``) or on the shared
+  representation (``mgda_ub``).
+
+Every network has the same trunk shape (an MLP 144-256-256 for MultiDigits), Adam, the same epochs and
+batches; each method runs for every seed and is scored by test accuracy per task.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import budget
+from ..data.multidigits import MultiDigits
+from ..data.multitask_toys import gradnorm_toy
+from ..multitask import aggregators as agg
+from ..multitask import weighting as wt
+from ..multitask.architectures import CrossStitch, HardSharing, MMoE, SoftSharing, task_losses
+from ..multitask.backward import mtl_backward
+
+ARCHITECTURES = ("single", "hard", "soft", "cross_stitch", "mmoe")
+WEIGHTINGS = ("rlw", "uncertainty", "gradnorm", "dwa", "famo")
+AGGREGATORS = ("pcgrad", "mgda_ub", "cagrad", "upgrad")
+METHODS = ARCHITECTURES + WEIGHTINGS + AGGREGATORS
+LABELS = {"single": "single-task models", "hard": "hard sharing, equal weights",
+          "soft": "soft sharing (L2), equal weights", "cross_stitch": "cross-stitch, equal weights",
+          "mmoe": "MMoE, equal weights", "rlw": "hard + random loss weighting",
+          "uncertainty": "hard + uncertainty weighting", "gradnorm": "hard + GradNorm",
+          "dwa": "hard + dynamic weight average", "famo": "hard + FAMO", "pcgrad": "hard + PCGrad",
+          "mgda_ub": "hard + MGDA-UB", "cagrad": "hard + CAGrad", "upgrad": "hard + UPGrad"}
+TASKS = ("left", "right")
+GRADNORM_LR = 0.025  # learning rate of GradNorm's task weights (LibMTL's default)
+
+
+@dataclass(frozen=True)
+class MultitaskConfig:
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 1e-3
+    hidden: int = 256
+    train_pairs: int = 10_000
+    test_pairs: int = 2_000
+    soft_penalty: float = 1e-3  # lambda of the L2 coupling of soft sharing
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None) -> "MultitaskConfig":
+        return budget.pick(smoke=cls(epochs=1, train_pairs=1_000, test_pairs=500, seeds=(0, 1)),
+                           quick=cls(epochs=8, seeds=(0, 1, 2)), full=cls(), mode_=mode)
+
+
+def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
+    """Flatten, then Linear-ReLU blocks: ``sizes = (in, h1, h2, ...)``."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def build(method: str, inputs: int, hidden: int, classes: int, tasks=TASKS) -> nn.Module:
+    """The network of ``method``: every trunk or column is ``mlp((inputs, hidden, hidden))``."""
+    heads = {t: nn.Linear(hidden, classes) for t in tasks}
+    if method == "soft":
+        return SoftSharing({t: nn.Sequential(mlp((inputs, hidden, hidden)), nn.Linear(hidden, classes))
+                            for t in tasks})
+    if method == "cross_stitch":
+        columns = [[mlp((inputs, hidden)), nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU())] for _ in tasks]
+        return CrossStitch(columns, heads, init=(0.9, 0.1), tasks=list(tasks))
+    if method == "mmoe":  # four experts of half the width: about the trunk's parameters
+        experts = [mlp((inputs, hidden // 2, hidden)) for _ in range(4)]
+        return MMoE(experts, inputs, heads)
+    return HardSharing(mlp((inputs, hidden, hidden)), heads)
+
+
+def rule(method: str, tasks: int):
+    """The weighting or aggregator of ``method`` (equal weights for the architectures)."""
+    return {"rlw": lambda: wt.RandomWeighting(tasks, total=tasks), "uncertainty": lambda: wt.UncertaintyWeighting(tasks),
+            "gradnorm": lambda: wt.GradNorm(tasks), "dwa": lambda: wt.DynamicWeightAverage(tasks),
+            "famo": lambda: wt.FAMO(tasks), "pcgrad": lambda: agg.PCGrad(seed=0), "mgda_ub": lambda: agg.MGDA(),
+            "cagrad": lambda: agg.CAGrad(), "upgrad": lambda: agg.UPGrad(),
+            }.get(method, lambda: wt.EqualWeighting(tasks))()
+
+
+def step(method: str, model: nn.Module, how, x: Tensor, targets: dict[str, Tensor], loss_fn, opt,
+         soft_penalty: float) -> tuple[Tensor, Tensor]:
+    """One training step of any method; returns the task losses before the step and the task weights used,
+    both ``(T,)``."""
+    opt.zero_grad()
+    if method == "mgda_ub":  # aggregator on the shared representation z
+        z = model.trunk(x)  # (N, hidden)
+        losses = task_losses({t: h(z) for t, h in model.heads.items()}, targets, loss_fn)  # (T,)
+        weights = mtl_backward(losses, model.shared_parameters(), how, features=z)  # (T,)
+    elif isinstance(how, agg.Aggregator):
+        losses = task_losses(model(x), targets, loss_fn)  # (T,)
+        weights = mtl_backward(losses, model.shared_parameters(), how)  # (T,)
+    else:
+        losses = task_losses(model(x), targets, loss_fn)  # (T,)
+        total = how(losses, list(model.trunk[-2].parameters())) if method == "gradnorm" else how(losses)
+        if method == "soft":
+            total = total + soft_penalty * model.penalty()
+        total.backward()
+        weights = how.weights  # (T,)
+    opt.step()
+    if method == "famo":
+        with torch.no_grad():
+            how.update(task_losses(model(x), targets, loss_fn))
+    return losses.detach(), weights.detach()
+
+
+def train(method: str, config: MultitaskConfig, data: MultiDigits, seed: int, tasks=TASKS) -> tuple[nn.Module, dict]:
+    """Train ``method`` on ``data`` (one network, or one per task for ``single``); history per epoch."""
+    torch.manual_seed(seed)
+    inputs, classes = data.x[0].numel(), 10
+    groups = [[t] for t in tasks] if method == "single" else [list(tasks)]
+    models, history = {}, {"epoch_seconds": [], "weights": []}
+    for group in groups:
+        model = build(method, inputs, config.hidden, classes, group)
+        how = rule(method, len(group))
+        extra = list(how.parameters()) if isinstance(how, nn.Module) else []
+        opt = torch.optim.Adam([{"params": list(model.parameters())},  # GradNorm's weights: their own rate
+                                {"params": extra, "lr": GRADNORM_LR if method == "gradnorm" else config.lr}],
+                               lr=config.lr)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(config.epochs):
+            tic = time.perf_counter()
+            for idx in torch.randperm(len(data.x), generator=gen).split(config.batch):
+                targets = {t: data.targets[t][idx] for t in group}
+                _, weights = step(method, model, how, data.x[idx], targets, F.cross_entropy, opt,
+                                  config.soft_penalty)
+            if method == "dwa":
+                how.end_epoch()
+            history["epoch_seconds"].append(time.perf_counter() - tic)
+            history["weights"].append(weights.tolist())  # of the epoch's last step
+        models[group[0] if method == "single" else "all"] = model
+    return models, history
+
+
+@torch.no_grad()
+def accuracy(models: dict[str, nn.Module], data: MultiDigits, tasks=TASKS) -> dict[str, float]:
+    """Test accuracy (%) of each task."""
+    out = {}
+    for t in tasks:
+        model = models.get(t, models.get("all"))
+        out[t] = 100 * (model.eval()(data.x)[t].argmax(-1) == data.targets[t]).double().mean().item()
+    return out
+
+
+def t_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of Student's t 95% interval over a few seeds."""
+    from scipy.stats import t as student  # scipy comes with scikit-learn
+    n = values.numel()
+    half = float(student.ppf(0.975, n - 1)) * values.double().std().item() / math.sqrt(n) if n > 1 else math.nan
+    return values.double().mean().item(), half
+
+
+def run_multidigits(config: MultitaskConfig, progress: bool = False) -> dict[str, float]:
+    """``{method}/{task}/acc`` and ``/ci95`` over seeds, per seed ``{method}/{task}/seed{s}``, the seconds per
+    epoch, and the paired difference of the best multi-task method to the single-task models."""
+    train_set = MultiDigits("train", pairs=config.train_pairs, seed=0)
+    test_set = MultiDigits("test", pairs=config.test_pairs, seed=0)
+    metrics: dict[str, float] = {}
+    per_seed: dict[str, Tensor] = {}
+    for method in config.methods:
+        accs = []
+        for seed in config.seeds:
+            models, history = train(method, config, train_set, seed)
+            acc = accuracy(models, test_set)
+            accs.append([acc[t] for t in TASKS])
+            for t in TASKS:
+                metrics[f"{method}/{t}/seed{seed}"] = acc[t]
+            metrics[f"{method}/seconds_per_epoch"] = sum(history["epoch_seconds"]) / len(history["epoch_seconds"])
+            if progress:
+                print(method, seed, {t: round(acc[t], 2) for t in TASKS}, flush=True)
+        per_seed[method] = torch.tensor(accs, dtype=torch.float64)  # (seeds, tasks)
+        for i, t in enumerate(TASKS):
+            metrics[f"{method}/{t}/acc"], metrics[f"{method}/{t}/ci95"] = t_ci95(per_seed[method][:, i])
+    if "single" in per_seed:
+        multi = [m for m in per_seed if m != "single"]
+        if multi:
+            best = max(multi, key=lambda m: per_seed[m].mean(0).min().item())  # the best worse task
+            metrics["best/method_index"] = float(METHODS.index(best))
+            for i, t in enumerate(TASKS):
+                gap = per_seed[best][:, i] - per_seed["single"][:, i]  # paired by seed
+                metrics[f"best/{t}/gain"], metrics[f"best/{t}/gain_ci95"] = t_ci95(gap)
+    return metrics
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """GradNorm's toy (Chen et al. 2018, §4): a 4-layer ReLU trunk of 100 units, one linear head per task."""
+    steps: int = 3000
+    batch: int = 100
+    lr: float = 1e-3
+    sigmas: tuple[float, ...] = (1.0, 100.0)  # the paper's T = 2 scales
+    methods: tuple[str, ...] = ("equal", "uncertainty", "gradnorm")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    log_every: int = 50
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None) -> "ToyConfig":
+        return budget.pick(smoke=cls(steps=100, seeds=(0, 1), log_every=20), quick=cls(steps=1500, seeds=(0, 1)),
+                           full=cls(), mode_=mode)
+
+
+@torch.no_grad()
+def toy_losses(model: nn.Module, split) -> Tensor:
+    """Test MSE of each task, ``(T,)``."""
+    return task_losses(model(split.x), split.targets, F.mse_loss)
+
+
+def train_toy(method: str, config: ToyConfig, seed: int) -> dict[str, list]:
+    """Train on GradNorm's toy; the history of test losses normalised by their start (``L_i(t) / L_i(0)``),
+    and of the task weights, every ``log_every`` steps."""
+    toy = gradnorm_toy(config.sigmas, seed=seed)
+    tasks = list(toy.train.targets)
+    torch.manual_seed(seed)
+    model = HardSharing(mlp((toy.train.x.shape[1], 100, 100, 100, 100)),
+                        {t: nn.Linear(100, toy.train.targets[t].shape[1]) for t in tasks})
+    how = rule(method, len(tasks))
+    extra = list(how.parameters()) if isinstance(how, nn.Module) else []
+    opt = torch.optim.Adam([{"params": list(model.parameters())},
+                            {"params": extra, "lr": GRADNORM_LR if method == "gradnorm" else config.lr}], lr=config.lr)
+    gen = torch.Generator().manual_seed(seed)
+    start = toy_losses(model, toy.test)  # (T,)
+    history: dict[str, list] = {"step": [], "ratio": [], "weights": []}
+    for s in range(1, config.steps + 1):
+        idx = torch.randint(len(toy.train.x), (config.batch,), generator=gen)
+        targets = {t: toy.train.targets[t][idx] for t in tasks}
+        _, weights = step(method, model, how, toy.train.x[idx], targets, F.mse_loss, opt, 0.0)
+        if s % config.log_every == 0 or s == config.steps:
+            history["step"].append(s)
+            history["ratio"].append((toy_losses(model, toy.test) / start).tolist())
+            history["weights"].append(weights.tolist())
+    return history
+
+
+def run_toy(config: ToyConfig) -> tuple[dict[str, float], dict[str, list]]:
+    """``toy/{method}/worst`` (mean and ci95 over seeds of the largest final ``L_i(t) / L_i(0)``) and per task
+    ``toy/{method}/task{i}``; with the first seed's histories for the figures."""
+    metrics, curves = {}, {}
+    for method in config.methods:
+        finals = []
+        for seed in config.seeds:
+            history = train_toy(method, config, seed)
+            finals.append(history["ratio"][-1])
+            if seed == config.seeds[0]:
+                curves[method] = history
+        finals = torch.tensor(finals, dtype=torch.float64)  # (seeds, T)
+        metrics[f"toy/{method}/worst"], metrics[f"toy/{method}/worst_ci95"] = t_ci95(finals.max(1).values)
+        for i in range(finals.shape[1]):
+            metrics[f"toy/{method}/task{i}"] = finals[:, i].mean().item()
+    return metrics, curves
+
+
+def config_dict(config: MultitaskConfig) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+__all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "TASKS",
+           "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict", "rule", "run_multidigits", "run_toy",
+           "step", "t_ci95", "toy_losses", "train", "train_toy"]
