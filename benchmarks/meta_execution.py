@@ -32,8 +32,6 @@ import contextlib
 import copy
 import gc
 import importlib
-import math
-import statistics
 import sys
 import time
 from unittest import mock
@@ -43,6 +41,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from mapping import results
+from mapping.timing import time_interleaved
 from mapping.data import Sinusoid, TaskBatch
 from mapping.meta import MAML
 from mapping.nn import MLP, Conv4, sinusoid_mlp
@@ -157,23 +156,6 @@ def rss_peak_mib(fn) -> float:
 def grad_error(grads, ref) -> float:
     diff = torch.cat([(g - r).flatten() for g, r in zip(grads, ref)])  # (parameters,)
     return (diff.norm() / torch.cat([r.flatten() for r in ref]).norm()).item()
-
-
-def time_interleaved(fns: dict, repeats: int, block_s: float) -> dict[str, float]:
-    """Median ms per iteration of each step function, blocks interleaved round-robin (the first rotates)."""
-    per_block = {}
-    for name, fn in fns.items():  # calibrate the block length on one (already warm) iteration
-        start = time.perf_counter()
-        fn()
-        per_block[name] = max(1, math.ceil(block_s / (time.perf_counter() - start)))
-    names, times = list(fns), {name: [] for name in fns}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            for _ in range(per_block[name]):
-                fns[name]()
-            times[name].append(1000 * (time.perf_counter() - start) / per_block[name])
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run_config(name, spec, steps, args) -> list[dict]:

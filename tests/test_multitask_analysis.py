@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mapping.multitask.aggregators import Mean, PCGrad
+from mapping.multitask.aggregators import PCGrad
 from mapping.multitask.analysis import (GramianRecorder, conflict_map, gradient_cosines, gramian_cosines,
                                         layer_groups, pairwise_cosines, pcgrad_coefficients, shuffled_batches)
 from mapping.multitask.architectures import HardSharing, task_losses

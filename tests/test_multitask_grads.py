@@ -4,8 +4,11 @@ References are independent of the package: one ``torch.autograd.grad`` per task 
 written directly on the rows of J (projections of vectors, closed forms, brute-force grids on the simplex), and
 optimality (KKT) conditions of each aggregator's small problem.
 """
+import importlib.util
 import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +19,7 @@ from mapping.multitask.aggregators import (CAGrad, IMTLG, MGDA, Mean, PCGrad, UP
                                            project_simplex)
 from mapping.multitask.backward import mtl_backward, task_leaves
 from mapping.multitask.jacobian import gramian, jacobian_blocks, task_jacobian
+from mapping.results import PROVENANCE_FIELDS
 from reference import relative_error
 
 D = torch.float64
@@ -303,6 +307,16 @@ def test_upgrad_conflicts_with_no_task_and_its_projections_are_the_projections_o
             assert torch.allclose(J[i] - pi, -mu @ J, rtol=0, atol=1e-12 * J.norm())
 
 
+def test_upgrad_on_a_float32_gramian_of_low_rank_conflicts_with_no_task(recwarn):
+    """More tasks than gradient directions, in float32: the rounded Gramian is slightly indefinite."""
+    for seed in range(3):
+        J = (jacobian(20, 10, seed) * torch.rand(20, 1, generator=rng(seed), dtype=D) * 10).float()  # (T, P)
+        J[1] = -J[0]
+        d = UPGrad()(J).double()
+        assert (J.double() @ d >= -1e-4 * J.double().norm() ** 2).all()
+    assert not recwarn.list
+
+
 def test_upgrad_is_mean_when_no_gradients_conflict():
     J = jacobian(4, 6).abs()
     assert torch.equal(UPGrad().weights(gramian(J)), Mean().weights(gramian(J)))
@@ -386,6 +400,12 @@ def test_mtl_backward_accumulates_into_existing_grads_and_takes_explicit_task_pa
     mtl_backward(losses, trunk, UPGrad(), tasks_params=heads)
     assert relative_error([torch.cat([p.grad.flatten() for p in trunk]) - 1], [want_trunk]) <= 1e-10
     assert relative_error([p.grad - 1 for p in heads], list(want_heads)) <= 1e-12
+
+
+def test_task_leaves_are_the_heads_parameters():
+    model, losses, _ = fresh()
+    found = task_leaves(losses, exclude=list(model.trunk.parameters()))
+    assert {id(p) for p in found} == {id(p) for p in model.heads.parameters()} and len(found) == 6
 
 
 def test_mtl_backward_leaves_unreached_shared_parameters_alone():
@@ -518,3 +538,33 @@ def test_check_gramian_accepts_float32_rounding():
     J = jacobian(3, 1000).float()
     G = check_gramian(J @ J.T)
     assert G.dtype == D and torch.equal(G, G.T)
+
+
+# ------------------------------------------------------------------------------------------------------ benchmark
+
+def test_benchmark_smoke_run_checks_the_routes_and_writes_a_record(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "multitask_grads.py"
+    spec = importlib.util.spec_from_file_location("multitask_grads", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        returned = module.main(["--tiny", "--quick", "--threads", "1", "--tasks", "2", "3", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "benchmark_multitask_grads.json").read_text())
+    assert record["metrics"] == returned["metrics"] and record["mode"] == "tiny"
+    assert all(field in record for field in PROVENANCE_FIELDS)
+    for trunk, T in itertools.product(("mlp", "conv4"), (2, 3)):
+        key = f"{trunk}/T{T}/threads1"
+        assert all(record["metrics"][f"{key}/{route}_ms"] > 0 for route in module.ROUTES)
+        assert all(record["metrics"][f"{key}/rel_err_{route}"] <= 1e-5 for route in module.ROUTES[1:])
+
+
+def test_every_aggregator_has_a_readable_repr_and_the_base_cannot_be_built():
+    from mapping.multitask import CAGrad, IMTLG, MGDA, Aggregator, Mean, PCGrad, UPGrad
+    assert repr(Mean()) == "Mean()" and repr(CAGrad(c=0.2)).startswith("CAGrad(c=0.2")
+    for aggregator in (PCGrad(), MGDA(), UPGrad(), IMTLG()):
+        assert repr(aggregator).startswith(type(aggregator).__name__ + "(")
+    with pytest.raises(TypeError):
+        Aggregator()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -44,7 +45,7 @@ def check_jacobian(jacobian: object) -> Tensor:
 
 
 def check_gramian(gramian: object) -> Tensor:
-    """``gramian``: a finite, square, symmetric (to rounding) floating tensor; returned symmetrised in float64."""
+    """``gramian``: a finite, square, symmetric (to rounding) floating tensor; returned symmetrised, float64, on CPU."""
     if not isinstance(gramian, Tensor) or gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1] \
             or gramian.shape[0] == 0:
         shape = tuple(gramian.shape) if isinstance(gramian, Tensor) else type(gramian).__name__
@@ -54,7 +55,7 @@ def check_gramian(gramian: object) -> Tensor:
         raise ValueError(f"gramian must hold floating-point values, got {gramian.dtype}")
     if not torch.isfinite(gramian).all():
         raise FloatingPointError("gramian holds a non-finite value (nan or inf): some task gradient is not finite")
-    G = gramian.detach().double()  # (T, T)
+    G = gramian.detach().to("cpu", torch.float64)  # (T, T): the small problems run on the CPU
     scale = max(G.abs().max().item(), torch.finfo(torch.float64).tiny)
     tol = math.sqrt(torch.finfo(gramian.dtype).eps) * scale
     if (G - G.T).abs().max().item() > tol:
@@ -74,22 +75,24 @@ def _check_number(name: str, value: object, *, integer: bool = False, positive: 
                          f"{'int' if integer else 'finite float'}, got {value!r}")
 
 
-class Aggregator:
+class Aggregator(ABC):
     """``weights(G) -> (T,)`` from the Gramian; ``aggregator(J) = weights(J J^T) @ J`` (P,)."""
 
     def weights(self, gramian: Tensor) -> Tensor:
-        """The (T,) weights of the task gradients, in ``gramian``'s dtype (computed in float64)."""
-        return self._weights(check_gramian(gramian)).to(gramian.dtype)  # (T,)
+        """The (T,) weights of the task gradients, in ``gramian``'s dtype and device (computed in float64)."""
+        return self._weights(check_gramian(gramian)).to(gramian.device, gramian.dtype)  # (T,)
 
     def __call__(self, jacobian: Tensor) -> Tensor:
         J = check_jacobian(jacobian)  # (T, P)
         return self.weights(J @ J.T) @ J  # (P,)
 
+    @abstractmethod
     def _weights(self, G: Tensor) -> Tensor:  # G: float64 (T, T), symmetric
-        raise NotImplementedError
+        """Each aggregator's rule: the (T,) weights from a checked float64 Gramian."""
 
     def __repr__(self) -> str:
-        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
+                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
 
 
@@ -276,42 +279,52 @@ class CAGrad(Aggregator):
         return d / (1.0, 1 + self.c ** 2, 1 + self.c)[self.rescale]
 
 
-def nonneg_qp(G: Tensor, Q: Tensor, *, max_iter: int | None = None, rtol: float = 1e-13,
-              tol: float = 1e-10) -> Tensor:
+def _solve_free(G: Tensor, Q: Tensor, free: Tensor) -> Tensor:
+    """``S[b]`` (B, T): ``G_FF s_F = -q_F`` on each problem's free set F = ``free[b]``, 0 elsewhere."""
+    M = torch.where(free[:, :, None] & free[:, None, :], G, 0.0) + torch.diag_embed((~free).to(G.dtype))  # (B, T, T)
+    rhs = -(Q * free)[..., None]  # (B, T, 1)
+    try:
+        S = torch.linalg.solve(M, rhs)  # (B, T, 1)
+    except torch.linalg.LinAlgError:  # numerically singular: minimum-norm least-squares solutions
+        S = torch.linalg.pinv(M, hermitian=True) @ rhs  # (B, T, 1)
+    return S[..., 0] * free  # (B, T)
+
+
+def nonneg_qp(G: Tensor, Q: Tensor, *, tol: float = 1e-12, max_iter: int | None = None) -> Tensor:
     """``X[b] = argmin_{x >= 0} x^T G x / 2 + Q[b] . x`` for each row of Q (B, T); G (T, T) positive semi-definite.
 
-    Block principal pivoting on the complementarity conditions ``y = G x + q >= 0, x >= 0, x . y = 0``
-    (Júdice & Pires 1994; Kim & Park 2011, with their backup rule: after 3 block swaps that do not reduce the number
-    of infeasible variables, swap only the last one), all B problems at once. Each step solves
-    ``G_FF x_F = -q_F`` on the free set F by a Hermitian pseudo-inverse (eigenvalues below ``rtol`` times the largest
-    are dropped; a singular G is fine, since ``q`` lies in G's range for UPGrad's problems). A variable counts as
-    infeasible when it is below ``-tol`` (relative to the largest |x| of its problem, and to max |G| for y).
+    Lawson & Hanson's active-set method for non-negative least squares (1974, ch. 23, Algorithm NNLS), in the form
+    that needs only ``G = A^T A`` and ``A^T b = -q`` (Bro & De Jong 1997), run on the B problems in lockstep: a
+    variable leaves its bound when its negative gradient exceeds ``tol`` (relative to max |G| and the largest |x|);
+    the system on the free variables is solved exactly, and the iterate steps back to the boundary when a free
+    variable would turn negative. The free columns stay linearly independent, so a singular G (more tasks than
+    gradient directions) is fine, and the iterates stay feasible. At most ``max_iter`` (default 3 T) variables are
+    freed per problem.
     """
     B, T = Q.shape
-    free = torch.zeros(B, T, dtype=torch.bool)  # (B, T): x = 0, y = q at the start
-    best, budget = torch.full((B,), T + 1), torch.full((B,), 3)  # (B,), (B,)
     scale = max(G.abs().max().item(), 1e-300)
-    G, Q = G / scale, Q / scale  # same minimiser; max |G| = 1, like the identity on the bound block below
-    X = torch.zeros_like(Q)  # (B, T)
-    for _ in range(max_iter or 10 * T + 10):
-        pair = free[:, :, None] & free[:, None, :]  # (B, T, T)
-        M = torch.where(pair, G, 0.0) + torch.diag_embed((~free).to(G.dtype))  # (B, T, T): G_FF, identity elsewhere
-        X = (torch.linalg.pinv(M, hermitian=True, rtol=rtol) @ -(Q * free)[..., None])[..., 0] * free  # (B, T)
-        Y = (X @ G + Q) * ~free  # (B, T): y_F = 0
-        size = X.abs().amax(1, keepdim=True).clamp_min(1.0)  # (B, 1)
-        bad = (free & (X < -tol * size)) | (~free & (Y < -tol * size))  # (B, T): infeasible
-        n = bad.sum(1)  # (B,)
-        if n.max() == 0:
-            return X
-        better = n < best
-        block = better | (budget > 0)  # (B,): swap all infeasible variables, else only the last one
-        budget = torch.where(better, 3, torch.where(block, budget - 1, budget))
-        best = torch.where(better, n, best)
-        last = torch.zeros_like(bad)
-        last[torch.arange(B), (bad * torch.arange(1, T + 1)).argmax(1)] = True  # (B, T)
-        free ^= torch.where(block[:, None], bad, last & bad)
-    raise RuntimeError(f"nonneg_qp did not converge in {max_iter or 10 * T + 10} pivots; the Gramian may be "
-                       "badly scaled: check it is finite and positive semi-definite")
+    G, Q = G / scale, Q / scale  # (T, T), (B, T): the same minimisers
+    X, free = torch.zeros_like(Q), torch.zeros(B, T, dtype=torch.bool)  # (B, T), (B, T)
+    rows = torch.arange(B)
+    for _ in range(max_iter or 3 * T):
+        W = torch.where(free, -math.inf, -(X @ G + Q))  # (B, T): minus the gradient, at the bound variables
+        top, j = W.max(1)  # (B,), (B,)
+        active = top > tol * X.abs().amax(1).clamp_min(1.0)  # (B,): problems not yet optimal
+        if not active.any():
+            break
+        free[rows[active], j[active]] = True
+        for _ in range(T + 1):  # each step back frees at least one variable of each problem it moves
+            S = _solve_free(G, Q, free)  # (B, T)
+            neg = free & (S <= 0) & active[:, None]  # (B, T)
+            back = neg.any(1)  # (B,)
+            if not back.any():
+                break
+            alpha = torch.where(neg, X / (X - S), math.inf).amin(1).clamp(max=1.0)  # (B,)
+            X = torch.where(back[:, None], X + alpha[:, None] * (S - X), X)  # (B, T)
+            free &= ~back[:, None] | (X > tol)
+            X = X * free
+        X = torch.where(active[:, None], S, X)  # (B, T)
+    return X
 
 
 class UPGrad(Aggregator):
@@ -332,18 +345,23 @@ class UPGrad(Aggregator):
     def projections(self, gramian: Tensor) -> Tensor:
         """``V`` (T, T): row i holds the weights ``v_i`` of the projection ``J^T v_i`` of g_i onto the dual cone.
 
-        Computed in float64; eigenvalues of the free blocks below ``100 eps`` of ``gramian``'s dtype (relative) are
-        treated as zero (a float32 Gramian is known to about 1e-7 of its largest entry).
+        Computed in float64 on the CPU, on the nearest positive semi-definite matrix to G whose eigenvalues below
+        ``100 eps`` (of ``gramian``'s dtype) times the largest are zero: a float32 Gramian of low rank comes back
+        slightly indefinite (a few negative eigenvalues of 1e-8 relative size), and the QP would then be unbounded.
         """
         G = check_gramian(gramian)  # (T, T)
         T = G.shape[0]
         if self.reg_eps:
             G = G + self.reg_eps * G.trace() / T * torch.eye(T, dtype=G.dtype)  # (T, T)
         rtol = 100 * torch.finfo(gramian.dtype).eps
-        return torch.eye(T, dtype=G.dtype) + nonneg_qp(G, G, rtol=rtol)  # (T, T): v_i = e_i + x_i, q_i = G e_i
+        lam, vecs = torch.linalg.eigh(G)  # (T,), (T, T)
+        lam = torch.where(lam > rtol * lam[-1].clamp_min(1e-300), lam, 0.0)  # (T,)
+        G = (vecs * lam) @ vecs.T  # (T, T)
+        tol = max(1e-12, 10 * rtol)
+        return torch.eye(T, dtype=G.dtype) + nonneg_qp(G, G, tol=tol)  # (T, T): v_i = e_i + x_i, q_i = G e_i
 
-    def weights(self, gramian: Tensor) -> Tensor:
-        return self.projections(gramian).mean(0).to(gramian.dtype)  # (T,)
+    def _weights(self, G: Tensor) -> Tensor:
+        return self.projections(G).mean(0)  # (T,)
 
 
 class IMTLG(Aggregator):

@@ -82,7 +82,7 @@ def pcgrad_coefficients(gramian: Tensor, orders: Sequence[Sequence[int]] | None 
 
 
 class GramianRecorder:
-    """An aggregator that delegates to ``aggregator`` and keeps a float64 copy of every Gramian it is given.
+    """An aggregator that delegates to ``aggregator`` and keeps a float64 CPU copy of every Gramian it is given.
 
     Pass it to :func:`~mapping.multitask.backward.mtl_backward` in place of ``aggregator``: the update is
     unchanged, and ``gramians[-1]`` is the last step's ``G = J J^T`` of the task gradients.
@@ -95,7 +95,7 @@ class GramianRecorder:
         self.gramians: list[Tensor] = []
 
     def weights(self, gramian: Tensor) -> Tensor:
-        self.gramians.append(gramian.detach().double().clone())
+        self.gramians.append(gramian.detach().to("cpu", torch.float64, copy=True))
         return self.aggregator.weights(gramian)  # (T,)
 
     def __repr__(self) -> str:
@@ -141,6 +141,8 @@ def gradient_cosines(model: nn.Module, batches: Iterable[tuple[Tensor, Mapping[s
     * ``update`` (S, T): ``cos(d, g_i)``, the update ``d = w^T J`` against each task gradient (negative: the
       step raises task i's loss, to first order);
     * ``losses`` (S, T) and ``weights`` (S, T): the task losses before each step and the aggregator's weights.
+
+    Everything returned is float64 on the CPU, wherever the model runs.
     """
     shared = _shared(model, shared)
     recorder = GramianRecorder(Mean() if aggregator is None else aggregator)
@@ -152,7 +154,7 @@ def gradient_cosines(model: nn.Module, batches: Iterable[tuple[Tensor, Mapping[s
     for x, targets in batches:
         losses = task_losses(model(x), targets, loss_fns)  # (T,)
         optimizer.zero_grad()
-        w = mtl_backward(losses, shared, recorder).double()  # (T,)
+        w = mtl_backward(losses, shared, recorder).to("cpu", torch.float64)  # (T,)
         optimizer.step()
         G = recorder.gramians[-1]  # (T, T)
         raw.append(gramian_cosines(G))
@@ -161,7 +163,7 @@ def gradient_cosines(model: nn.Module, batches: Iterable[tuple[Tensor, Mapping[s
             projected.append(gramian_cosines(C @ G @ C.T))
         Gw = G @ w  # (T,): g_i . d
         update.append(Gw / ((w @ Gw).clamp_min(0).sqrt() * G.diagonal().clamp_min(0).sqrt()))
-        losses_log.append(losses.detach().double())
+        losses_log.append(losses.detach().to("cpu", torch.float64))
         weights_log.append(w)
         recorder.gramians.clear()
     if not raw:
@@ -194,9 +196,9 @@ def conflict_map(model: nn.Module, batches: Iterable[tuple[Tensor, Mapping[str, 
     ``groups``: name -> shared parameters (e.g. :func:`layer_groups` of the trunk); default
     ``{"shared": model.shared_parameters()}``. Each batch takes one batched backward for all tasks
     (:func:`~mapping.multitask.jacobian.jacobian_blocks`); a group's Gramian sums its parameters' blocks.
-    Returns ``{"all": ..., **{name: ...}}``, ``"all"`` over every group's parameters together: the mean over
-    batches of each batch's cosines (NaN entries, from a zero gradient, are left out of the mean). The model is
-    neither trained nor switched between train and eval mode.
+    Returns ``{"all": ..., **{name: ...}}`` (float64, CPU), ``"all"`` over every group's parameters together: the
+    mean over batches of each batch's cosines (NaN entries, from a zero gradient, are left out of the mean). The
+    model is neither trained nor switched between train and eval mode.
     """
     if groups is None:
         groups = {"shared": _shared(model, None)}
@@ -213,7 +215,7 @@ def conflict_map(model: nn.Module, batches: Iterable[tuple[Tensor, Mapping[str, 
         for name, ps in zip(names, params):
             part = [b.detach().double().reshape(T, -1) for b in blocks[start:start + len(ps)] if b is not None]
             start += len(ps)
-            G = sum((f @ f.T for f in part), torch.zeros(T, T, dtype=torch.float64))  # (T, T)
+            G = sum(((f @ f.T).cpu() for f in part), torch.zeros(T, T, dtype=torch.float64))  # (T, T) on CPU
             total = total + G
             sums[name].append(gramian_cosines(G))
         sums["all"].append(gramian_cosines(total))

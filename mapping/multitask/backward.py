@@ -11,15 +11,17 @@ combination of the task gradients, every task-specific parameter the gradient of
 
 Two modes.
 
-* Parameters (default): ``J = task_jacobian(losses, shared)`` (T, P) in one batched backward, then
-  ``d = w^T J`` with ``w = aggregator.weights(J J^T)`` is added to the shared parameters' ``.grad``. Costs T
-  vector-Jacobian products through the trunk (batched) and a (T, P) Jacobian in memory.
+* Parameters (default): ``J = task_jacobian(losses, shared)`` (T, P), then ``d = w^T J`` with
+  ``w = aggregator.weights(J J^T)`` is added to the shared parameters' ``.grad``. Costs T vector-Jacobian products
+  through the trunk and heads (batched with ``one_pass``, else one backward per task) and a (T, P) Jacobian in memory.
 * Representation (``features=z``; MGDA-UB, Sener & Koltun 2018, §3.3): the weights come from the Gramian of the
-  Jacobian w.r.t. the shared representation z (T x batch x features: cheap, only the heads are differentiated
-  T times), then one ordinary backward of ``sum_i w_i L_i`` gives the shared gradient ``w^T J``. About the cost of
-  one ``loss.backward()``; but the weights solve the aggregator's problem for the z-gradients, not for the
-  parameter gradients, so the update is ``aggregator(J)`` only when the weights agree (for MGDA, Sener & Koltun's
-  Theorem 1 bounds the parameter problem by the representation one).
+  Jacobian w.r.t. the shared representation z (T, batch * features), which only the heads are differentiated for,
+  then one ordinary backward of ``sum_i w_i L_i`` gives the shared gradient ``w^T J``: about the cost of one
+  ``loss.backward()`` plus T head backward passes (with ``one_pass`` each head sees all T cotangents, T^2 head work:
+  on CPU pass the losses as a list and ``one_pass=False``). The weights solve the aggregator's problem for the
+  z-gradients, not for the parameter gradients: the update is ``aggregator(J)`` only when the two agree. For MGDA,
+  Sener & Koltun's Theorem 1: if dz/dtheta has full rank, the MGDA-UB direction decreases every task loss unless
+  the weights already make the z-gradients cancel (Pareto stationarity).
 
 Task-specific parameters (``tasks_params``, or by default every other leaf tensor the losses reach, found by walking
 the autograd graph) receive ``d (sum_i L_i) / d theta``: each head its own loss's gradient (a parameter reached by
