@@ -24,7 +24,14 @@ Every route is checked against the loop before timing (float32: relative error o
 process after a warm-up call each, interleaved round-robin (the first one rotates) over ``--repeats`` rounds of blocks
 of about ``--block`` seconds; the median ms per call is reported. ``--threads`` may list several thread counts,
 measured one after the other in the same process. The aggregators' own cost (weights from a (T, T) Gramian) is timed
-too. ``python benchmarks/multitask_grads.py --help`` lists the options.
+too.
+
+How much faster any exact route could be. Every exact route computes the same T vector-Jacobian products through
+the trunk; ``torch.utils.flop_counter.FlopCounterMode`` counts their floating-point operations in the loop (matrix
+products and convolution backward), and one large matrix product (1024 x 1024, same process and thread count) gives
+the rate this CPU's BLAS reaches at best. ``speedup_bound`` = loop time / (GFLOP / that rate): the speed-up over the
+loop of a route that ran every product at the large-matrix rate with no other cost. Where it is below 2, no exact
+route, batched or not, can be twice as fast as the loop on this machine. ``python benchmarks/multitask_grads.py --help`` lists the options.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from mapping import results
 from mapping.timing import time_interleaved
@@ -118,11 +126,29 @@ def run_case(trunk_name: str, tasks: int, args) -> dict:
               "features_loop": rel_err(routes["features_loop"](), ref.mean(0))}
     if max(errors.values()) > 1e-5:
         sys.exit(f"ABORT: a route disagrees with the per-task loop on {trunk_name}, T={tasks}: {errors}")
+    with FlopCounterMode(display=False) as counter:  # the arithmetic of T vector-Jacobian products
+        routes["loop"]()
     ms = time_interleaved(routes, args.repeats, args.block)
     ms["forward"] = time_interleaved({"forward": lambda: forward(trunk, heads, x, ys, loss_fn)}, args.repeats,
                                      args.block)["forward"]
     return {"trunk": trunk_name, "T": tasks, "ms": ms, "errors": errors, "P": ref.shape[1],
+            "gflop": counter.get_total_flops() / 1e9,
             "description": description, "gramian": (ref.double() @ ref.double().T)}
+
+
+def peak_gflops(args) -> float:
+    """GFLOP/s of one large float32 matrix product (1024 x 1024), median of interleaved blocks: what this CPU's
+    BLAS reaches at best with the current thread count."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    ms = time_interleaved({"mm": lambda: a @ b}, args.repeats, args.block)["mm"]
+    return 2 * 1024 ** 3 / ms / 1e6
+
+
+def bound(row: dict, peak: float) -> tuple[float, float]:
+    """The loop's GFLOP/s, and the largest speed-up over it of any route doing the same arithmetic (the T
+    vector-Jacobian products) at ``peak`` GFLOP/s: loop time / (GFLOP / peak)."""
+    achieved = row["gflop"] / row["ms"]["loop"] * 1e3
+    return achieved, peak / achieved
 
 
 def time_aggregators(gramians: dict[int, torch.Tensor], args) -> dict[str, float]:
@@ -134,16 +160,18 @@ def time_aggregators(gramians: dict[int, torch.Tensor], args) -> dict[str, float
     return out
 
 
-def table(rows: list[dict], threads: int) -> str:
-    lines = [f"threads = {threads}", "",
+def table(rows: list[dict], threads: int, peak: float) -> str:
+    lines = [f"threads = {threads}; one 1024x1024 matrix product: {peak:.0f} GFLOP/s", "",
              "| trunk | T | loop ms | one-pass ms | speed-up | two-stage ms | speed-up | features ms | "
-             "features (loop) ms | forward ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "features (loop) ms | forward ms | GFLOP of T VJPs | loop GFLOP/s | speed-up bound |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ms = r["ms"]
+        achieved, most = bound(r, peak)
         lines.append(f"| {r['trunk']} | {r['T']} | {ms['loop']:.2f} | {ms['one_pass']:.2f} | "
                      f"{ms['loop'] / ms['one_pass']:.2f}x | {ms['two_stage']:.2f} | "
                      f"{ms['loop'] / ms['two_stage']:.2f}x | {ms['features']:.2f} | {ms['features_loop']:.2f} | "
-                     f"{ms['forward']:.2f} |")
+                     f"{ms['forward']:.2f} | {r['gflop']:.3f} | {achieved:.0f} | {most:.2f}x |")
     return "\n".join(lines)
 
 
@@ -172,8 +200,10 @@ def main(argv=None) -> dict:
     for threads in args.threads:
         torch.set_num_threads(threads)
         load[f"threads{threads}"] = os.getloadavg()[0]
+        peak = peak_gflops(args)
         rows = [run_case(trunk, T, args) for trunk in args.trunks for T in args.tasks]
-        print(table(rows, torch.get_num_threads()) + "\n")
+        print(table(rows, torch.get_num_threads(), peak) + "\n")
+        metrics[f"peak_gflops/threads{threads}"] = round(peak, 1)
         for r in rows:
             key = f"{r['trunk']}/T{r['T']}/threads{threads}"
             models[r["trunk"]] = f"{r['description']}; {r['P']} shared parameters"
@@ -181,6 +211,9 @@ def main(argv=None) -> dict:
             metrics.update({f"{key}/speedup_{route}": round(r["ms"]["loop"] / r["ms"][route], 3)
                             for route in ROUTES[1:]})
             metrics.update({f"{key}/rel_err_{route}": e for route, e in r["errors"].items()})
+            achieved, most = bound(r, peak)
+            metrics.update({f"{key}/gflop": round(r["gflop"], 4), f"{key}/loop_gflops": round(achieved, 1),
+                            f"{key}/speedup_bound": round(most, 3)})
         gramians = {r["T"]: r["gramian"] for r in rows if r["trunk"] == rows[0]["trunk"]}
         agg = time_aggregators(gramians, args)
         metrics.update({f"aggregator/{k}/threads{threads}/ms": round(v, 3) for k, v in agg.items()})

@@ -5,7 +5,7 @@
     python -m mapping.reproduce omniglot-metric          # ProtoNets, Matching and Siamese networks on Omniglot
     python -m mapping.reproduce omniglot-metric --methods siamese --episodes 9000 --halve-every 3000 \
         --name omniglot_metric_siamese                  # one method with a longer budget, in its own record
-    python -m mapping.reproduce multitask                # MultiDigits (every MTL method, 3 seeds) and GradNorm's toy
+    python -m mapping.reproduce multitask                # MultiDigits (every MTL method, conv and MLP trunks, 5 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
 """
@@ -53,9 +53,13 @@ def multitask(args: argparse.Namespace) -> dict:
     if args.methods:
         config = dataclasses.replace(config, methods=tuple(args.methods))
     metrics = run_multidigits(config, progress=True)
+    configs = {"multidigits": config_dict(config)}
+    if config.trunk != "mlp":  # the same run with the MLP trunk, under keys mlp/...
+        mlp = dataclasses.replace(config, trunk="mlp")
+        metrics.update({f"mlp/{k}": v for k, v in run_multidigits(mlp, progress=True).items()})
+        configs["multidigits_mlp"] = config_dict(mlp)
     toy_metrics, curves = run_toy(toy)
-    return {"metrics": {**metrics, **toy_metrics}, "curves": {"toy": curves},
-            "config": {"multidigits": config_dict(config), "toy": config_dict(toy)}}
+    return {"metrics": {**metrics, **toy_metrics}, "curves": {"toy": curves}, "config": {**configs, "toy": config_dict(toy)}}
 
 
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
