@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
                             for route in ROUTES[1:]})
             metrics.update({f"{key}/rel_err_{route}": e for route, e in r["errors"].items()})
             achieved, most = bound(r, peak)
-            metrics.update({f"{key}/gflop": round(r["gflop"], 4), f"{key}/loop_gflops": round(achieved, 1),
+            metrics.update({f"{key}/gflop": r["gflop"], f"{key}/loop_gflops": round(achieved, 1),
                             f"{key}/speedup_bound": round(most, 3)})
         gramians = {r["T"]: r["gramian"] for r in rows if r["trunk"] == rows[0]["trunk"]}
         agg = time_aggregators(gramians, args)

@@ -559,6 +559,15 @@ def test_benchmark_smoke_run_checks_the_routes_and_writes_a_record(tmp_path):
         key = f"{trunk}/T{T}/threads1"
         assert all(record["metrics"][f"{key}/{route}_ms"] > 0 for route in module.ROUTES)
         assert all(record["metrics"][f"{key}/rel_err_{route}"] <= 1e-5 for route in module.ROUTES[1:])
+        achieved = record["metrics"][f"{key}/gflop"] / record["metrics"][f"{key}/loop_ms"] * 1e3  # GFLOP/s
+        bound = record["metrics"]["peak_gflops/threads1"] / achieved
+        assert record["metrics"][f"{key}/speedup_bound"] == pytest.approx(bound, rel=1e-2)
+    # the FLOPs counted for the tiny MLP (8-32-32, batch 16, Linear(32, 1) heads), by hand: per task, the head's
+    # input gradient 2*16*1*32, layer 2's weight gradient and input gradient 2 * 2*32*16*32, layer 1's weight
+    # gradient 2*32*16*8 (no gradient w.r.t. x)
+    per_task = 2 * 16 * 1 * 32 + 2 * (2 * 32 * 16 * 32) + 2 * 32 * 16 * 8
+    for T in (2, 3):
+        assert record["metrics"][f"mlp/T{T}/threads1/gflop"] == pytest.approx(T * per_task / 1e9, rel=1e-12)
 
 
 def test_every_aggregator_has_a_readable_repr_and_the_base_cannot_be_built():
