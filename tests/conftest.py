@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import omniglot_fixtures as fx
+
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # see the root conftest.py
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +42,16 @@ def built_book(tmp_path_factory):
     warnings = [line for line in log.splitlines() if "WARNING" in line and "IPKernelApp" not in line]
     assert proc.returncode == 0 and not warnings, "\n".join(warnings) or log[-5000:]
     return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small fake Omniglot zips (``omniglot_fixtures``), made once per session."""
+    return fx.make_omniglot_root(tmp_path_factory.mktemp("omniglot"))
+
+
+@pytest.fixture
+def fake_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A temporary ``MAPPING_CACHE``, and no downloads."""
+    monkeypatch.setenv("MAPPING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAPPING_DOWNLOAD", raising=False)

@@ -183,9 +183,9 @@ def test_metasgd_any_names_and_every_granularity(granularity, shapes):
 def test_import_mapping_reaches_every_subpackage_and_public_name():
     assert callable(mapping.train.train) and mapping.meta.MAML is MAML and mapping.data.TaskBatch is TaskBatch
     for name in ("budget", "checkpoint", "data", "device", "experiments", "figures", "meta", "multitask", "nn",
-                 "plot", "reproduce", "results", "stats", "train"):
+                 "plot", "reproduce", "results", "stats", "train", "transfer"):
         assert inspect.ismodule(getattr(mapping, name)), name
-    for package in (mapping.data, mapping.meta, mapping.multitask, mapping.nn):
+    for package in (mapping.data, mapping.meta, mapping.multitask, mapping.nn, mapping.transfer):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             assert hasattr(module, "__all__"), f"{module.__name__} does not declare its public names"

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import omniglot_fixtures as fx
 from mapping.data.multidigits import MultiDigits, digit_split, load_digits
 from mapping.data.multitask_toys import PAPER_SIGMAS, TEN_SIGMAS, MultiTaskDataset, gradnorm_toy
 from mapping.data.omniglot import load_omniglot
@@ -183,17 +182,6 @@ def test_multitask_dataset_checks_lengths():
 
 
 # ------------------------------------------------------------------------------ Omniglot multitask
-
-@pytest.fixture(scope="module")
-def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.make_omniglot_root(tmp_path_factory.mktemp("omniglot"))
-
-
-@pytest.fixture
-def fake_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("MAPPING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MAPPING_DOWNLOAD", raising=False)
-
 
 def check_omniglot_multitask(train, test, split, train_drawers: int) -> None:
     """Everything that holds for any Omniglot set: labels, drawers, ink."""

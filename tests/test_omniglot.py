@@ -31,11 +31,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MAPPING_DOWNLOAD", raising=False)
 
 
-@pytest.fixture(scope="session")
-def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fx.make_omniglot_root(tmp_path_factory.mktemp("omniglot"))
-
-
 @pytest.fixture
 def root(fake_root: Path, tmp_path: Path) -> Path:
     """A private copy of the fake root, for tests that damage the files."""
