@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mapping.data.moons import (SHIFT_KINDS, inter_twinning_moons, random_texture, rotation_matrix, shift_colours,
-                                shifted_digits)
+from mapping.data.moons import (SHIFT_KINDS, TEXTURE_HIGH, inter_twinning_moons, random_texture, rotation_matrix,
+                                shift_colours, shifted_digits)
 from mapping.data.multidigits import load_digits
 from mapping.experiments.moons import decision_grid, run_moons
 from mapping.transfer import (CORALLoss, DomainAdversarialLoss, DomainDiscriminator, GradientReversal,
@@ -262,11 +262,18 @@ def test_texture_target_is_the_mnist_m_blend_of_the_digit_with_a_colour_texture(
     images, _ = load_digits()
     digits = images[:50]  # (50, 8, 8)
     target = shift_colours(digits, "texture", rng(4))  # (50, 3, 8, 8)
-    textures = random_texture(50, rng(4))  # (50, 3, 8, 8): the same draws
+    textures = random_texture(50, rng(4), high=TEXTURE_HIGH)  # (50, 3, 8, 8): the same draws
     assert torch.equal(target, (textures - digits[:, None]).abs())  # MNIST-M: |patch - digit|
+    assert TEXTURE_HIGH == 0.5 and 0 <= textures.min() and textures.max() <= 0.5  # at most mid-grey
+    assert torch.equal(random_texture(50, rng(4)), textures / TEXTURE_HIGH)  # the full-range texture, scaled
     assert (textures[:, 0] != textures[:, 1]).float().mean() > 0.99  # coloured, not grey
     right = torch.corrcoef(torch.stack([textures[..., :-1].flatten(), textures[..., 1:].flatten()]))[0, 1]
-    assert right > 0.7 and textures.std() > 0.15  # smooth across neighbouring pixels, yet varied
+    assert right > 0.7 and textures.std() > 0.07  # smooth across neighbouring pixels, yet varied
+    # polarity kept: on every channel a full stroke pixel (digit 1) is at least as bright as a background pixel (0)
+    stroke, ground = digits[:, None].expand_as(target) == 1, digits[:, None].expand_as(target) == 0
+    assert target[stroke].min() >= 0.5 >= target[ground].max()
+    with pytest.raises(ValueError, match="high must be a number in"):
+        random_texture(2, rng(0), high=0)
     inverted = shift_colours(digits, "inverted", rng(5))
     assert (digits[:, 0, 0] == 0).all()  # the corner pixel is background, where the target is the colour c
     colour = inverted[:, :, :1, :1]  # (50, 3, 1, 1)
