@@ -15,11 +15,11 @@ loop differentiates each loss alone when ``losses`` is a sequence of separately 
 ``losses[t]`` reaches every head through ``stack``). And torch's batching rules for the backward of convolution,
 batch norm and max-pooling run one kernel call per cotangent and concatenate the results. On a 2-core CPU
 (``benchmarks/multitask_grads.py``, ``results/benchmark_multitask_grads.json``, float32, 2 threads) the one pass
-took 1.2x the loop's time at T = 2 and 1.8x at T = 10 on a 64-256-256 MLP (batch 256; 3.3x at T = 40, the heads'
-T^2), and 1.7x to 2.3x on Conv-4 (batch 64, 28x28) for T from 2 to 40: the loop's kernels are already large
-enough to run efficiently (the MLP's backward runs at about 90 GFLOP/s on one core). The batched pass is for
-accelerators, where each small kernel costs a launch (not measured here); on a CPU pass the losses as a list and
-``one_pass=False``.
+took 1.1x the loop's time at T = 2 and 1.6x at T = 10 on a 64-256-256 MLP (batch 256; 3.1x at T = 40, the heads'
+T^2), and 1.7x to 3x on Conv-4 (batch 64, 28x28) for T from 2 to 40: the loop's products already run at 39 to
+47% of the rate of one large matrix product, so even an ideal route could be at most about 2.2x faster. The
+batched pass is for accelerators, where each small kernel costs a launch (not measured here); on a CPU pass the
+losses as a list and ``one_pass=False``.
 
 The Gramian ``G = J J^T`` (T, T) holds every inner product ``g_i . g_j``; the aggregators of
 :mod:`mapping.multitask.aggregators` need only G.
