@@ -5,6 +5,7 @@
     python -m mapping.reproduce omniglot-metric          # ProtoNets, Matching and Siamese networks on Omniglot
     python -m mapping.reproduce omniglot-metric --methods siamese --episodes 9000 --halve-every 3000 \
         --name omniglot_metric_siamese                  # one method with a longer budget, in its own record
+    python -m mapping.reproduce transfer                 # DANN on the moons, digits adaptation, Omniglot transfer
     python -m mapping.reproduce multitask                # MultiDigits (every MTL method, conv and MLP trunks, 5 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
@@ -62,9 +63,30 @@ def multitask(args: argparse.Namespace) -> dict:
     return {"metrics": {**metrics, **toy_metrics}, "curves": {"toy": curves}, "config": {**configs, "toy": config_dict(toy)}}
 
 
+def transfer(args: argparse.Namespace) -> dict:
+    """The inter-twinning moons over rotation angles, digits to shifted digits, and Omniglot's inductive and
+    unsupervised transfer, in one record."""
+    from .experiments.digits_da import DigitsDAConfig, run_digits
+    from .experiments.moons import MoonsConfig, run_sweep
+    from .experiments.transfer_omniglot import TransferConfig, run
+    moons, digits, omniglot = (MoonsConfig.for_mode(args.mode), DigitsDAConfig.for_mode(args.mode),
+                               TransferConfig.for_mode(args.mode))
+    metrics = run_sweep(moons)
+    print("moons done", flush=True)
+    metrics.update(run_digits(digits)[0])
+    print("digits done", flush=True)
+    metrics.update(run(omniglot, progress=True))
+    return {"metrics": metrics, "config": {"moons": moons.as_dict(), "digits": config_fields(digits),
+                                           "omniglot": config_fields(omniglot)}}
+
+
+def config_fields(config) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
                                                                  "omniglot-metric": omniglot_metric,
-                                                                 "multitask": multitask}
+                                                                 "multitask": multitask, "transfer": transfer}
 
 
 def main(argv: list[str] | None = None) -> int:

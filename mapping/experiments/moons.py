@@ -20,12 +20,13 @@ which we measured to make the outcome less seed-dependent.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import budget
 from ..data.moons import DomainShift, inter_twinning_moons
 from ..transfer import DomainAdversarialLoss, DomainDiscriminator, dann_lr
 
@@ -131,4 +132,46 @@ def decision_grid(model: nn.Module, points: Tensor, resolution: int = 200,
     return xs, ys, prob
 
 
-__all__ = ["METHODS", "MoonsNet", "MoonsRun", "accuracy", "decision_grid", "run_moons", "train_moons"]
+@dataclass(frozen=True)
+class MoonsConfig:
+    """The sweep of :func:`run_sweep`: every angle (degrees) and seed, each method, ``steps`` full-batch steps."""
+
+    angles: tuple[float, ...] = (10.0, 20.0, 30.0, 35.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 2000
+    methods: tuple[str, ...] = METHODS
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None) -> "MoonsConfig":
+        return budget.pick(smoke=cls(angles=(35.0,), seeds=(0, 1), steps=100),
+                           quick=cls(angles=(10.0, 35.0, 60.0, 90.0), steps=2000), full=cls(), mode_=mode)
+
+    def as_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def run_sweep(config: MoonsConfig) -> dict[str, float]:
+    """``moons/{angle}/{method}/acc`` and ``/ci95`` (target-sample accuracy, %, Student's t over seeds), per seed
+    ``/seed{s}``, and ``moons/{angle}/dann/gap_closed``: the share of the gap between source-only and
+    target-supervised that DANN closes, from the means (where both are in the sweep)."""
+    from .multitask import t_ci95
+    metrics: dict[str, float] = {}
+    for angle in config.angles:
+        per_seed: dict[str, list[float]] = {m: [] for m in config.methods}
+        for seed in config.seeds:
+            run = run_moons(angle, seed, config.steps, methods=config.methods, n_test=0)
+            for method in config.methods:
+                per_seed[method].append(100 * run.accuracy[method])
+                metrics[f"moons/{angle:g}/{method}/seed{seed}"] = per_seed[method][-1]
+        for method, accs in per_seed.items():
+            mean, half = t_ci95(torch.tensor(accs))
+            metrics[f"moons/{angle:g}/{method}/acc"], metrics[f"moons/{angle:g}/{method}/ci95"] = mean, half
+        low = metrics.get(f"moons/{angle:g}/source_only/acc")
+        high = metrics.get(f"moons/{angle:g}/target_supervised/acc")
+        if "dann" in per_seed and low is not None and high is not None and high > low:
+            metrics[f"moons/{angle:g}/dann/gap_closed"] = (metrics[f"moons/{angle:g}/dann/acc"] - low) / (high - low)
+    return metrics
+
+
+__all__ = ["METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "decision_grid", "run_moons", "run_sweep",
+           "train_moons"]

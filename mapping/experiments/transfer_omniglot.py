@@ -108,7 +108,7 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
                   **load_kwargs: Any) -> dict[str, float]:
     """``inductive/{method}/k{k}/acc`` (mean test accuracy %, over seeds), ``/ci95`` (Student t), ``/seed{s}``;
     ``inductive/gain/k{k}/acc`` = fine-tune minus scratch paired by seed; ``inductive/pretrain/val_acc`` (on held-
-    out background drawers, ``nan`` when all 20 are used) and ``inductive/seconds``."""
+    out background drawers; absent when all 20 are used) and ``inductive/seconds``."""
     tic = time.perf_counter()
     source, target = load_omniglot("background", root, **load_kwargs), load_omniglot("evaluation", root, **load_kwargs)
     target = target_characters(target, config.characters_per_alphabet)
@@ -116,7 +116,8 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
     for seed in config.seeds:
         state, val = ind.pretrain(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
                                   batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden, seed=seed)
-        per_seed.setdefault("inductive/pretrain/val_acc", []).append(val)
+        if val == val:  # not nan: some background drawers were held out
+            per_seed.setdefault("inductive/pretrain/val_acc", []).append(val)
         for k in config.shots:
             split = ind.few_shot_split(target, k, seed)
             epochs = max(config.min_epochs, round(config.transfer_images / split.train_y.numel()))
