@@ -85,6 +85,14 @@ def test_readme_multitask_example_runs_and_learns_both_tasks():
         assert (out[task].argmax(-1) == y).float().mean() > 0.5, task
 
 
+def test_readme_transfer_example_adapts_without_target_labels(capsys):
+    """DANN on the moons rotated by 35 degrees, with no target label: well above source-only training there
+    (tests/test_transfer_domain.py measures both)."""
+    exec(compile(readme_block("Use `mapping` in your own code", 3), "README.md", "exec"), {"__name__": "readme"})
+    accuracy = float(re.search(r"target accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert accuracy >= 0.9
+
+
 def test_notebooks_are_committed_without_outputs():
     import json
     for path in (ROOT / "book").rglob("*.ipynb"):
