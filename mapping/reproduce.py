@@ -68,6 +68,7 @@ def transfer(args: argparse.Namespace) -> dict:
     unsupervised transfer, in one record."""
     from .experiments.digits_da import DigitsDAConfig, run_digits
     from .experiments.moons import MoonsConfig, run_sweep
+    from .experiments.multitask import config_dict
     from .experiments.transfer_omniglot import TransferConfig, run
     moons, digits, omniglot = (MoonsConfig.for_mode(args.mode), DigitsDAConfig.for_mode(args.mode),
                                TransferConfig.for_mode(args.mode))
@@ -76,12 +77,8 @@ def transfer(args: argparse.Namespace) -> dict:
     metrics.update(run_digits(digits)[0])
     print("digits done", flush=True)
     metrics.update(run(omniglot, progress=True))
-    return {"metrics": metrics, "config": {"moons": moons.as_dict(), "digits": config_fields(digits),
-                                           "omniglot": config_fields(omniglot)}}
-
-
-def config_fields(config) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return {"metrics": metrics, "config": {"moons": config_dict(moons), "digits": config_dict(digits),
+                                           "omniglot": config_dict(omniglot)}}
 
 
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,

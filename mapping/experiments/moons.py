@@ -20,7 +20,7 @@ which we measured to make the outcome less seed-dependent.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -145,9 +145,6 @@ class MoonsConfig:
     def for_mode(cls, mode: str | None = None) -> "MoonsConfig":
         return budget.pick(smoke=cls(angles=(35.0,), seeds=(0, 1), steps=100),
                            quick=cls(angles=(10.0, 35.0, 60.0, 90.0), steps=2000), full=cls(), mode_=mode)
-
-    def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def run_sweep(config: MoonsConfig) -> dict[str, float]:

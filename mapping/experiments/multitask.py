@@ -320,7 +320,8 @@ def run_toy(config: ToyConfig) -> tuple[dict[str, float], dict[str, list]]:
     return metrics, curves
 
 
-def config_dict(config: MultitaskConfig) -> dict:
+def config_dict(config) -> dict:
+    """Any dataclass config as a JSON-ready dict (tuples as lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
 
 
