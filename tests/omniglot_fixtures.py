@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SIZE = 105
@@ -118,3 +120,9 @@ def truncate(path: Path, fraction: float = 0.5) -> Path:
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+# The official zips, where $MAPPING_DATA has them: tests marked requires_real run on the real data, else skip.
+REAL = Path(os.environ.get("MAPPING_DATA", "/nonexistent")).expanduser() / "omniglot"
+requires_real = pytest.mark.skipif(not (REAL / "images_background.zip").is_file(),
+                                   reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")

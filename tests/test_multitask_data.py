@@ -8,9 +8,7 @@ cache that ``MAPPING_CACHE`` names, so that a warm cache keeps it fast.
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from mapping.data.multidigits import MultiDigits, digit_split, load_digits
 from mapping.data.multitask_toys import PAPER_SIGMAS, TEN_SIGMAS, MultiTaskDataset, gradnorm_toy
 from mapping.data.omniglot import load_omniglot
 from mapping.data.omniglot_multitask import omniglot_multitask
+from omniglot_fixtures import requires_real
 
 # ----------------------------------------------------------------------------------------- MultiDigits
 
@@ -227,9 +226,6 @@ def test_omniglot_multitask_bad_arguments(kwargs, name, fake_root, fake_cache):
         omniglot_multitask(**{"root": fake_root, "strict": False, **kwargs})
 
 
-REAL = Path(os.environ.get("MAPPING_DATA", "/nonexistent")).expanduser() / "omniglot"
-requires_real = pytest.mark.skipif(not (REAL / "images_background.zip").is_file(),
-                                   reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")
 
 
 @requires_real

@@ -21,6 +21,7 @@ import omniglot_fixtures as fx
 from mapping.data.episodes import EpisodeSampler
 from mapping.data.lake import evaluate_lake, load_lake_runs
 from mapping.data.omniglot import lake_split, load_omniglot, rotate, small_split, vinyals_split
+from omniglot_fixtures import requires_real
 
 BACKGROUND_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_background.zip"
 
@@ -337,9 +338,6 @@ def test_lake_runs_bad_labels(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------- the real data, if present
 
-REAL = Path(os.environ.get("MAPPING_DATA", "/nonexistent")).expanduser() / "omniglot"
-requires_real = pytest.mark.skipif(not (REAL / "images_background.zip").is_file(),
-                                   reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,6 @@ character. The real-data test runs only when ``$MAPPING_DATA/omniglot`` holds th
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ import torch
 from mapping.data.omniglot import OmniglotSplit, load_omniglot
 from mapping.experiments.transfer_omniglot import TransferConfig, run_inductive, target_characters
 from mapping.transfer import inductive as ind
+from omniglot_fixtures import requires_real
 
 
 @pytest.fixture
@@ -208,9 +207,6 @@ def test_target_characters(fake_eval):
     assert target_characters(fake_eval, None) is fake_eval
 
 
-REAL = Path(os.environ.get("MAPPING_DATA", "/nonexistent")).expanduser() / "omniglot"
-requires_real = pytest.mark.skipif(not (REAL / "images_background.zip").is_file(),
-                                   reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")
 
 
 @requires_real

@@ -5,8 +5,6 @@ experiment's smoke run on the fake zips of ``omniglot_fixtures``. The real-data 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from mapping.data.omniglot import load_omniglot
 from mapping.experiments.transfer_omniglot import REPRESENTATIONS, TransferConfig, run_unsupervised
 from mapping.nn.conv4 import Conv4
 from mapping.transfer import unsupervised as uns
+from omniglot_fixtures import requires_real
 
 
 def separable(classes: int = 6, per_class: int = 20, dim: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,9 +122,6 @@ def test_run_unsupervised_smoke_on_fake_zips(fake_root, fake_cache):
     assert 0 <= metrics["unsupervised/pixels/nmi"] <= 1 and metrics["unsupervised/seconds"] > 0
 
 
-REAL = Path(os.environ.get("MAPPING_DATA", "/nonexistent")).expanduser() / "omniglot"
-requires_real = pytest.mark.skipif(not (REAL / "images_background.zip").is_file(),
-                                   reason="set MAPPING_DATA to a folder with omniglot/images_background.zip")
 
 
 @requires_real
