@@ -6,6 +6,8 @@
     python -m mapping.reproduce omniglot-metric --methods siamese --episodes 9000 --halve-every 3000 \
         --name omniglot_metric_siamese                  # one method with a longer budget, in its own record
     python -m mapping.reproduce transfer                 # DANN on the moons, digits adaptation, Omniglot transfer
+    python -m mapping.reproduce background               # chapter 1: data dependence, domain shift, a new alphabet
+    python -m mapping.reproduce combine                  # ProtoNets from a random, a transferred and a multi-task start
     python -m mapping.reproduce multitask                # MultiDigits (every MTL method, conv and MLP trunks, 5 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
@@ -81,7 +83,25 @@ def transfer(args: argparse.Namespace) -> dict:
                                            "omniglot": config_dict(omniglot)}}
 
 
-EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid,
+def combine(args: argparse.Namespace) -> dict:
+    """Prototypical Networks meta-trained from a random, an inductively pretrained and a multi-task start, on one
+    budget (the book's chapter 2.4)."""
+    from .experiments.combine import CombineConfig, run
+    from .experiments.multitask import config_dict
+    config = CombineConfig.for_mode(args.mode)
+    return {"metrics": run(config, progress=True), "config": config_dict(config)}
+
+
+def background(args: argparse.Namespace) -> dict:
+    """The three limitations of chapter 1 (the article's §1.2), each measured."""
+    from .experiments.background import BackgroundConfig, run
+    from .experiments.multitask import config_dict
+    config = BackgroundConfig.for_mode(args.mode)
+    return {"metrics": run(config), "config": config_dict(config)}
+
+
+EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid, "combine": combine,
+                                                                 "background": background,
                                                                  "omniglot-metric": omniglot_metric,
                                                                  "multitask": multitask, "transfer": transfer}
 

@@ -1,0 +1,163 @@
+"""Chapter 1's three limitations of learning one task from scratch (the article's §1.2), each measured.
+
+* **Data dependence** (§1.2.1 数据依赖性), :func:`data_dependence`: accuracy of the same network trained from
+  scratch on ``n`` labelled digits per class, for growing ``n`` (the source half of
+  :func:`mapping.experiments.digits_da.domains`: plain scikit-learn digits, 8x8, on three channels), tested on the
+  plain test digits. Every size gets the same number of Adam steps, so only the data changes.
+* **Poor generalisation** (§1.2.2 泛化能力不足), :func:`domain_shift`: the network trained on all plain source digits,
+  tested on the plain test digits and on each colour shift of them (:func:`mapping.data.shifted_digits`): the same
+  digits, the same labels, another distribution.
+* **No transfer** (§1.2.3 缺乏迁移学习能力), :func:`new_alphabet`: each of Omniglot's evaluation alphabets (never seen
+  in pre-training) is a new ``C``-way problem with ``k`` labelled drawings per character; a network trained from
+  scratch against one fine-tuned from a classifier of the 964 background characters
+  (:func:`mapping.transfer.inductive.transfer`, with :class:`~mapping.experiments.transfer_omniglot.TransferConfig`'s
+  learning rates, chosen on the background set only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import budget
+from ..data.moons import SHIFT_KINDS, shifted_digits
+from ..data.omniglot import load_omniglot
+from ..transfer import inductive as ind
+from . import digits_da as da
+from .multitask import t_ci95
+from .transfer_omniglot import TransferConfig
+
+
+@dataclass(frozen=True)
+class BackgroundConfig:
+    per_class: tuple[int, ...] = (1, 2, 5, 10, 20, 40, 60)  # labelled digits per class (60: all of the rarest class)
+    steps: int = 1500  # Adam steps of every digits run, whatever its size
+    shots: tuple[int, ...] = (1, 5)  # labelled drawings per character of the new alphabets
+    alphabets: int | None = None  # evaluation alphabets used (None: all 20)
+    hidden: int = 64  # Conv4 filters of the Omniglot networks
+    pretrain_epochs: int = 3
+    transfer_images: int = 2000  # training examples seen by each Omniglot run (at least min_epochs passes)
+    min_epochs: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds must hold at least one seed")
+        if not self.per_class or any(isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 60
+                                     for n in self.per_class):
+            raise ValueError(f"per_class must be a non-empty tuple of ints in 1..60 (the source half has 60 "
+                             f"digits of its rarest class), got {self.per_class!r}")
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None) -> "BackgroundConfig":
+        return budget.pick(smoke=cls(per_class=(1, 10), steps=30, shots=(1,), alphabets=2, hidden=8,
+                                     pretrain_epochs=1, transfer_images=100, min_epochs=1, seeds=(0,)),
+                           quick=cls(per_class=(1, 5, 20, 60), steps=500, alphabets=5, hidden=32,
+                                     pretrain_epochs=1, seeds=(0,)),
+                           full=cls(), mode_=mode)
+
+
+def summarise(per_seed: dict[str, list[float]], seeds: tuple[int, ...]) -> dict[str, float]:
+    """``{key}`` (mean), ``{prefix}/ci95`` (Student t, from two seeds on) and ``{prefix}/seed{s}`` for every key,
+    ``prefix`` being the key without a final ``/acc``."""
+    out = {}
+    for key, values in per_seed.items():
+        mean, half = t_ci95(torch.tensor(values, dtype=torch.float64))
+        prefix = key.removesuffix("/acc")
+        out[key] = mean
+        if len(values) > 1:
+            out[f"{prefix}/ci95"] = half
+        out.update({f"{prefix}/seed{s}": v for s, v in zip(seeds, values)})
+    return out
+
+
+def balanced_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first ``per_class`` examples of each class in ``y (N,)``, in order: ``(classes * n,)``."""
+    rows = [torch.nonzero(y == c)[:per_class, 0] for c in y.unique()]
+    short = [c for c, r in zip(y.unique().tolist(), rows) if len(r) < per_class]
+    if short:
+        raise ValueError(f"per_class={per_class} exceeds the examples of classes {short}")
+    return torch.cat(rows)
+
+
+def data_dependence(config: BackgroundConfig) -> dict[str, float]:
+    """``data/n{n}/acc``: plain test accuracy (%) of :class:`~mapping.experiments.digits_da.DigitsNet` trained on
+    ``n`` digits per class, ``config.steps`` steps for every ``n``."""
+    per_seed: dict[str, list[float]] = {}
+    train_config = da.DigitsDAConfig(steps=config.steps, methods=("source_only",))
+    for seed in config.seeds:
+        data = da.domains("texture", seed)
+        for n in config.per_class:
+            i = balanced_subset(data.source_y, n)  # (10 n,)
+            small = dataclasses.replace(data, source_x=data.source_x[i], source_y=data.source_y[i])
+            model = da.train("source_only", small, train_config, seed)
+            per_seed.setdefault(f"data/n{n}/acc", []).append(da.accuracy(model, data.test_source_x, data.test_y))
+    return summarise(per_seed, config.seeds)
+
+
+def domain_shift(config: BackgroundConfig) -> dict[str, float]:
+    """``shift/plain/acc`` and ``shift/{kind}/acc`` for each of :data:`~mapping.data.moons.SHIFT_KINDS`: test
+    accuracy (%) of the network trained on all plain source digits; ``shift/{kind}/drop``: plain minus shifted,
+    paired by seed."""
+    per_seed: dict[str, list[float]] = {}
+    train_config = da.DigitsDAConfig(steps=config.steps, methods=("source_only",))
+    for seed in config.seeds:
+        data = da.domains("texture", seed)
+        model = da.train("source_only", data, train_config, seed)
+        plain = da.accuracy(model, data.test_source_x, data.test_y)
+        per_seed.setdefault("shift/plain/acc", []).append(plain)
+        for kind in SHIFT_KINDS:
+            test = shifted_digits("test", kind, seed)
+            acc = da.accuracy(model, test.target_x, test.target_y)
+            per_seed.setdefault(f"shift/{kind}/acc", []).append(acc)
+            per_seed.setdefault(f"shift/{kind}/drop", []).append(plain - acc)
+    return summarise(per_seed, config.seeds)
+
+
+def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None,
+                 **load_kwargs: Any) -> dict[str, float]:
+    """``alphabet/{scratch,finetune}/k{k}/acc``: accuracy (%) on the held-out drawings, averaged over the evaluation
+    alphabets (each its own ``C``-way problem), and ``alphabet/gain/k{k}`` (fine-tune minus scratch, paired by
+    seed); per alphabet ``alphabet/{name}/{method}/k{k}`` (mean over seeds); ``alphabet/seconds``."""
+    tic = time.perf_counter()
+    lrs = TransferConfig()
+    source = load_omniglot("background", root, **load_kwargs)
+    target = load_omniglot("evaluation", root, **load_kwargs)
+    names = target.alphabets[:config.alphabets] if config.alphabets is not None else target.alphabets
+    per_seed: dict[str, list[float]] = {}
+    per_alphabet: dict[str, list[float]] = {}
+    for seed in config.seeds:
+        state, _ = ind.pretrain(source, config.pretrain_epochs, drawers=20, hidden=config.hidden, seed=seed)
+        for k in config.shots:
+            means = {"scratch": [], "finetune": []}
+            for a, name in enumerate(names):
+                alphabet = target.subset(torch.nonzero(target.alphabet_index == a)[:, 0])
+                split = ind.few_shot_split(alphabet, k, seed)
+                epochs = max(config.min_epochs, round(config.transfer_images / split.train_y.numel()))
+                for method in means:
+                    acc = ind.transfer(method, None if method == "scratch" else state, split.train_x, split.train_y,
+                                       split.test_x, split.test_y, epochs=epochs, seed=seed, lr=lrs.lr(method),
+                                       backbone_lr_scale=lrs.backbone_lr_scale, hidden=config.hidden)
+                    means[method].append(acc)
+                    per_alphabet.setdefault(f"alphabet/{name}/{method}/k{k}", []).append(acc)
+            for method, accs in means.items():
+                per_seed.setdefault(f"alphabet/{method}/k{k}/acc", []).append(sum(accs) / len(accs))
+            per_seed.setdefault(f"alphabet/gain/k{k}", []).append(
+                per_seed[f"alphabet/finetune/k{k}/acc"][-1] - per_seed[f"alphabet/scratch/k{k}/acc"][-1])
+    metrics = summarise(per_seed, config.seeds)
+    metrics.update({key: sum(v) / len(v) for key, v in per_alphabet.items()})
+    metrics["alphabet/seconds"] = time.perf_counter() - tic
+    return metrics
+
+
+def run(config: BackgroundConfig, root: str | os.PathLike | None = None, **load_kwargs: Any) -> dict[str, float]:
+    """All three experiments' metrics in one dict."""
+    return {**data_dependence(config), **domain_shift(config), **new_alphabet(config, root, **load_kwargs)}
+
+
+__all__ = ["BackgroundConfig", "balanced_subset", "data_dependence", "domain_shift", "new_alphabet", "run",
+           "summarise"]

@@ -1,0 +1,240 @@
+"""How the three ideas combine (the article's §2.4): meta-learning started from a transferred or multi-task model.
+
+The article: 三者相辅相成，可以结合起来使用，如用元学习来学习多任务模型，用知识迁移来初始化元学习模型 (*the three complement
+each other and can be combined, e.g. meta-learning a multi-task model, or initialising meta-learning by transfer*).
+This experiment measures both on one budget. Per seed, three starts for one Prototypical Network (Snell et al. 2017)
+on a :class:`~mapping.nn.conv4.Conv4` backbone (batch norm with running statistics, as in the ProtoNets code):
+
+* ``random``: a random initialisation (the usual start of meta-learning);
+* ``inductive``: the backbone of a classifier of the background characters (inductive transfer, Pan & Yang 2010,
+  :func:`mapping.transfer.inductive.pretrain`);
+* ``multitask``: the trunk of a hard-sharing network trained with equal weights on three tasks of the same drawings,
+  alphabet, character and standardised ink (:func:`mapping.data.omniglot_multitask`, Caruana 1997).
+
+Both pre-trainings see the same images (the first ``pretrain_drawers`` drawers of every background character) for
+the same number of epochs at the same learning rate. Then each start is meta-trained for the same ``episodes``
+ProtoNet episodes (``train_way``-way ``train_shot``-shot, Adam at ``lr``, the same episode stream for every start)
+on all 20 drawers of the background characters, and evaluated at each of ``checkpoints`` (episode 0: the start
+alone, used as a ProtoNet embedding) on ``test_episodes`` episodes of each of ``settings`` drawn from the 659
+characters of the evaluation alphabets, never seen before (the same episodes for every start), batch norm in eval
+mode.
+
+The learning rate (1e-3, halved every ``halve_every`` episodes) is the ProtoNets setting used for the random start on
+the book's page 2.1; it was not tuned for the pretrained starts.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import budget
+from ..data.omniglot import OmniglotSplit, load_omniglot
+from ..meta import PrototypicalNetwork
+from ..multitask import HardSharing, task_losses
+from ..transfer import inductive as ind
+from .multitask import t_ci95
+from .omniglot_metric import accuracy as episode_accuracy
+
+STARTS = ("random", "inductive", "multitask")
+LABELS = {"random": "random initialisation", "inductive": "inductive transfer (character classifier)",
+          "multitask": "multi-task model (alphabet + character + ink)"}
+
+
+@dataclass(frozen=True)
+class CombineConfig:
+    hidden: int = 64  # Conv4 filters per block
+    background_characters: int | None = None  # the first ones of the 964 (None: all)
+    pretrain_epochs: int = 3
+    pretrain_drawers: int = 15  # drawers 0..14 pre-train; all 20 meta-train
+    pretrain_lr: float = 1e-3
+    batch: int = 64
+    episodes: int = 500  # the one meta-training budget, the same for every start
+    checkpoints: tuple[int, ...] = (0, 50, 150, 500)
+    train_way: int = 20
+    train_shot: int = 1
+    train_query: int = 5
+    lr: float = 1e-3
+    halve_every: int = 250
+    settings: tuple[tuple[int, int], ...] = ((5, 1), (20, 1))
+    test_episodes: int = 600
+    test_query: int = 5
+    starts: tuple[str, ...] = STARTS
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.starts if s not in STARTS]
+        if bad or not self.starts:
+            raise ValueError(f"starts must be a non-empty tuple from {STARTS}, got {self.starts!r}")
+        if not self.seeds:
+            raise ValueError("seeds must hold at least one seed")
+        if not 1 <= self.pretrain_drawers <= 19:
+            raise ValueError(f"pretrain_drawers must be in 1..19 (omniglot_multitask keeps one drawer to test), "
+                             f"got {self.pretrain_drawers!r}")
+        if not self.checkpoints or list(self.checkpoints) != sorted(set(self.checkpoints)) \
+                or self.checkpoints[0] < 0 or self.checkpoints[-1] != self.episodes:
+            raise ValueError(f"checkpoints must be increasing episode counts ending at episodes={self.episodes}, "
+                             f"got {self.checkpoints!r}")
+
+    @classmethod
+    def for_mode(cls, mode: str | None = None) -> "CombineConfig":
+        return budget.pick(
+            smoke=cls(hidden=8, background_characters=40, pretrain_epochs=1, episodes=6, checkpoints=(0, 6),
+                      train_way=5, halve_every=100, settings=((5, 1),), test_episodes=20, seeds=(0,)),
+            quick=cls(hidden=32, pretrain_epochs=1, episodes=200, checkpoints=(0, 50, 200), halve_every=100,
+                      test_episodes=200, seeds=(0,)),
+            full=cls(), mode_=mode)
+
+
+def multitask_data(split: OmniglotSplit, drawers: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """The first ``drawers`` drawings of every character of ``split`` with the targets of
+    :func:`mapping.data.omniglot_multitask` (alphabet, character, ink standardised over these drawings):
+    ``x (C * drawers, 1, H, W)`` and ``{task: (C * drawers,) or (C * drawers, 1)}``."""
+    images = split.images[:, :drawers]  # (C, d, H, W)
+    c, d = images.shape[:2]
+    character = torch.arange(c).repeat_interleave(d)  # (N,) character-major, as omniglot_multitask
+    ink = images.sum((-2, -1)).reshape(-1, 1)  # (N, 1) pixels of ink
+    return images.reshape(c * d, 1, *images.shape[2:]), {  # (N, 1, H, W)
+        "alphabet": split.alphabet_index[character], "character": character,
+        "ink": (ink - ink.mean()) / ink.std()}
+
+
+def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, batch: int = 64, lr: float = 1e-3,
+                       hidden: int = 64, seed: int = 0) -> tuple[dict[str, Tensor], list[float]]:
+    """Hard sharing (a ``Conv4`` trunk, one linear head per task) trained with equal weights, Adam at ``lr``, on
+    :func:`multitask_data`; returns the trunk's state dict, loadable by :func:`mapping.transfer.inductive.backbone`,
+    and the mean summed loss of each epoch."""
+    if not isinstance(split, OmniglotSplit) or split.num_classes == 0:
+        raise ValueError("split must be a non-empty OmniglotSplit (the background characters)")
+    for name, value, high in (("epochs", epochs, None), ("drawers", drawers, split.images.shape[1]),
+                              ("batch", batch, None)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high and value > high):
+            raise ValueError(f"{name} must be an int in 1..{high or 'inf'}, got {value!r}")
+    x, y = multitask_data(split, drawers)
+    torch.manual_seed(seed)
+    trunk = ind.backbone(None, hidden, seed)
+    classes = {"alphabet": len(split.alphabets), "character": split.num_classes, "ink": 1}
+    model = HardSharing(trunk, {t: nn.Linear(trunk.embedding_dim, n) for t, n in classes.items()})
+    loss_fns = {"alphabet": F.cross_entropy, "character": F.cross_entropy, "ink": F.mse_loss}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    history = []
+    for _ in range(epochs):
+        total, steps = 0.0, 0
+        for i in torch.randperm(len(x), generator=g).split(batch):
+            loss = task_losses(model(x[i]), {t: v[i] for t, v in y.items()}, loss_fns).sum()  # () equal weights
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        history.append(total / steps)
+    return {n: t.clone() for n, t in trunk.state_dict().items()}, history
+
+
+def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int) -> dict[str, dict | None]:
+    """``{start: backbone state dict or None}`` for ``config.starts``, with the pre-training seconds of each in
+    ``["seconds"]``."""
+    states: dict[str, Any] = {"seconds": {}}
+    kw = dict(drawers=config.pretrain_drawers, batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden,
+              seed=seed)
+    for start in config.starts:
+        tic = time.perf_counter()
+        if start == "random":
+            states[start] = None
+        elif start == "inductive":
+            states[start] = ind.pretrain(background, config.pretrain_epochs, **kw)[0]
+        else:
+            states[start] = pretrain_multitask(background, config.pretrain_epochs, **kw)[0]
+        states["seconds"][start] = time.perf_counter() - tic
+    return states
+
+
+def evaluate(model: PrototypicalNetwork, config: CombineConfig, test: OmniglotSplit, seed: int) -> dict[str, float]:
+    """``{"{n}w{k}s": accuracy %}`` on ``config.test_episodes`` episodes per setting (the same for every start)."""
+    out = {}
+    for n, k in config.settings:
+        g = torch.Generator().manual_seed(seed + 1000 * n + k)
+        acc = episode_accuracy(model, test.sampler(n, k, config.test_query), config.test_episodes, g)  # (E,)
+        out[f"{n}w{k}s"] = 100 * acc.mean().item()
+    return out
+
+
+def meta_train(state: dict[str, Tensor] | None, config: CombineConfig, background: OmniglotSplit,
+               test: OmniglotSplit, seed: int) -> dict[int, dict[str, float]]:
+    """ProtoNet meta-training from ``state`` (None: random); ``{episode: evaluate(...)}`` at every checkpoint."""
+    model = PrototypicalNetwork(ind.backbone(state, config.hidden, seed))
+    sampler = background.sampler(config.train_way, config.train_shot, config.train_query)
+    g = torch.Generator().manual_seed(seed)  # the same episodes for every start
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.halve_every, gamma=0.5)
+    curve = {}
+    for episode in range(config.episodes + 1):
+        if episode in config.checkpoints:
+            curve[episode] = evaluate(model, config, test, seed)
+        if episode == config.episodes:
+            break
+        model.train()
+        loss, _ = model.loss(sampler.sample(1, g))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return curve
+
+
+def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: bool = False,
+        **load_kwargs: Any) -> dict[str, float]:
+    """``combine/{start}/{n}w{k}s/ep{e}/acc`` (mean over seeds, %), ``/ci95`` (Student t; absent with one seed),
+    ``/seed{s}``; the paired difference to the random start at the end of the budget,
+    ``combine/{start}/{n}w{k}s/gain`` and ``/gain_ci95`` (absent with one seed); ``combine/{start}/pretrain_seconds`` and
+    ``combine/{start}/seconds`` (meta-training and evaluation), means over seeds."""
+    background = load_omniglot("background", root, **load_kwargs)
+    if config.background_characters is not None:
+        background = background.subset(slice(0, config.background_characters))
+    test = load_omniglot("evaluation", root, **load_kwargs)
+    per_seed: dict[str, list[float]] = {}
+    for seed in config.seeds:
+        states = starting_states(config, background, seed)
+        for start in config.starts:
+            tic = time.perf_counter()
+            curve = meta_train(states[start], config, background, test, seed)
+            per_seed.setdefault(f"combine/{start}/seconds", []).append(time.perf_counter() - tic)
+            per_seed.setdefault(f"combine/{start}/pretrain_seconds", []).append(states["seconds"][start])
+            for episode, accs in curve.items():
+                for setting, acc in accs.items():
+                    per_seed.setdefault(f"combine/{start}/{setting}/ep{episode}/acc", []).append(acc)
+            if progress:
+                print(f"seed {seed} {start}: {curve[config.episodes]}", flush=True)
+    metrics: dict[str, float] = {}
+    for key, values in per_seed.items():
+        v = torch.tensor(values, dtype=torch.float64)
+        if key.endswith("seconds"):
+            metrics[key] = v.mean().item()
+            continue
+        mean, half = t_ci95(v)
+        prefix = key[:-len("/acc")]
+        metrics[key] = mean
+        if len(v) > 1:  # no interval from one seed
+            metrics[f"{prefix}/ci95"] = half
+        metrics.update({f"{prefix}/seed{s}": x for s, x in zip(config.seeds, values)})
+    if "random" in config.starts:
+        for start in config.starts:
+            for n, k in config.settings:
+                end = f"{n}w{k}s/ep{config.episodes}/acc"
+                diff = torch.tensor(per_seed[f"combine/{start}/{end}"], dtype=torch.float64) \
+                    - torch.tensor(per_seed[f"combine/random/{end}"], dtype=torch.float64)
+                mean, half = t_ci95(diff)
+                metrics[f"combine/{start}/{n}w{k}s/gain"] = mean
+                if len(diff) > 1:
+                    metrics[f"combine/{start}/{n}w{k}s/gain_ci95"] = half
+    return metrics
+
+
+__all__ = ["CombineConfig", "LABELS", "STARTS", "evaluate", "meta_train", "multitask_data", "pretrain_multitask",
+           "run", "starting_states"]

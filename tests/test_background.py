@@ -1,0 +1,75 @@
+"""Chapter 1's experiments (mapping.experiments.background): data dependence, domain shift, a new alphabet."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mapping.data.omniglot import load_omniglot
+from mapping.experiments import background as bg
+
+
+def tiny(**overrides) -> bg.BackgroundConfig:
+    kw = dict(per_class=(1, 30), steps=150, shots=(1,), alphabets=2, hidden=8, pretrain_epochs=1,
+              transfer_images=60, min_epochs=1, seeds=(0, 1))
+    return bg.BackgroundConfig(**{**kw, **overrides})
+
+
+def test_balanced_subset_takes_the_first_of_each_class():
+    y = torch.tensor([2, 0, 2, 1, 0, 2, 1])
+    torch.testing.assert_close(bg.balanced_subset(y, 2), torch.tensor([1, 4, 3, 6, 0, 2]))
+    with pytest.raises(ValueError, match="per_class=3 exceeds the examples of classes \\[0, 1\\]"):
+        bg.balanced_subset(y, 3)
+
+
+def test_more_data_gives_higher_accuracy():
+    torch.set_num_threads(1)
+    metrics = bg.data_dependence(tiny())
+    for s in (0, 1):
+        assert metrics["data/n30/seed" + str(s)] > metrics["data/n1/seed" + str(s)] + 10
+    assert metrics["data/n30/acc"] == pytest.approx((metrics["data/n30/seed0"] + metrics["data/n30/seed1"]) / 2)
+    assert "data/n1/ci95" in metrics
+
+
+def test_a_shift_costs_accuracy_and_drops_are_paired():
+    torch.set_num_threads(1)
+    metrics = bg.domain_shift(tiny(steps=300))
+    for kind in ("texture", "inverted", "noise"):
+        for s in (0, 1):
+            drop = metrics[f"shift/plain/seed{s}"] - metrics[f"shift/{kind}/seed{s}"]
+            assert metrics[f"shift/{kind}/drop/seed{s}"] == pytest.approx(drop)
+    assert metrics["shift/plain/acc"] > 80
+    assert metrics["shift/texture/drop"] > 5 and metrics["shift/inverted/drop"] > 30
+
+
+def test_new_alphabet_keys_and_gain(fake_root, fake_cache):
+    torch.set_num_threads(1)
+    config = tiny()
+    metrics = bg.new_alphabet(config, fake_root, strict=False)
+    names = load_omniglot("evaluation", fake_root, strict=False).alphabets[:2]
+    for s in (0, 1):
+        gain = metrics[f"alphabet/finetune/k1/seed{s}"] - metrics[f"alphabet/scratch/k1/seed{s}"]
+        assert metrics[f"alphabet/gain/k1/seed{s}"] == pytest.approx(gain)
+    for method in ("scratch", "finetune"):  # the mean over alphabets and seeds, either way round
+        per_alphabet = sum(metrics[f"alphabet/{n}/{method}/k1"] for n in names) / 2
+        assert metrics[f"alphabet/{method}/k1/acc"] == pytest.approx(per_alphabet)
+    assert metrics["alphabet/seconds"] > 0
+
+
+@pytest.mark.parametrize("overrides, match", [(dict(per_class=(0,)), "per_class"), (dict(per_class=(61,)), "per_class"),
+                                              (dict(per_class=()), "per_class"), (dict(seeds=()), "seeds")])
+def test_bad_config(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(**overrides)
+
+
+def test_reproduce_background_writes_one_record(tmp_path, monkeypatch, fake_root, fake_cache):
+    import json
+
+    from mapping import reproduce
+    torch.set_num_threads(1)
+    real = bg.new_alphabet
+    monkeypatch.setattr(bg, "new_alphabet", lambda config, root=None: real(config, fake_root, strict=False))
+    assert reproduce.main(["background", "--mode", "smoke", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "background.json").read_text())
+    assert record["mode"] == "smoke" and record["config"]["per_class"] == [1, 10]
+    assert {"data/n10/acc", "shift/inverted/drop", "alphabet/finetune/k1/acc"} <= set(record["metrics"])
