@@ -91,3 +91,59 @@ def eval_curve(histories: Mapping[str, Mapping], key: str, ax: Axes | None = Non
     ax.set(xlabel="iteration", ylabel=ylabel or key, title=title)
     ax.legend(fontsize=8)
     return ax
+
+
+def decision_regions(xs: Tensor, ys: Tensor, prob: Tensor, source: tuple[Tensor, Tensor],
+                     target: tuple[Tensor, Tensor], ax: Axes | None = None, title: str = "") -> Axes:
+    """DANN's Figure 2 (Ganin et al. 2016): a classifier's regions (``prob`` of class 1 on the grid ``xs, ys``
+    from :func:`mapping.experiments.moons.decision_grid`) over the labelled source ``(x (N, 2), y (N,))`` and the
+    target ``(x, y)`` (its labels colour the points, for the reader; training never read them)."""
+    ax = _axes(ax, (4.5, 4))
+    ax.contourf(xs, ys, prob, levels=[0, 0.5, 1], colors=["#fde0c5", "#c6dbef"], alpha=0.8)
+    ax.contour(xs, ys, prob, levels=[0.5], colors="k", linewidths=1.2)
+    for (x, y), marker, name in ((source, "o", "source"), (target, "x", "target")):
+        for c, colour in ((0, "tab:orange"), (1, "tab:blue")):
+            keep = y == c
+            ax.scatter(x[keep, 0], x[keep, 1], s=12, marker=marker, color=colour, lw=1,
+                       label=f"{name}, class {c}", alpha=0.8 if marker == "o" else 1)
+    ax.set(title=title, xticks=[], yticks=[], aspect="equal")
+    return ax
+
+
+def domain_scatter(z_source: Tensor, z_target: Tensor, y_source: Tensor, y_target: Tensor, ax: Axes | None = None,
+                   title: str = "") -> Axes:
+    """2-D features (``(N, 2)`` each, e.g. PCA) of two domains: source as dots, target as crosses, coloured by
+    class (10 classes)."""
+    ax = _axes(ax, (4.5, 4))
+    cmap = plt.get_cmap("tab10")
+    ax.scatter(z_source[:, 0], z_source[:, 1], s=6, c=cmap(y_source.numpy() % 10), marker="o", alpha=0.6)
+    ax.scatter(z_target[:, 0], z_target[:, 1], s=10, c=cmap(y_target.numpy() % 10), marker="x", lw=0.8)
+    ax.set(title=title, xticks=[], yticks=[])
+    return ax
+
+
+def domain_legend(fig, classes: int = 10) -> None:
+    """One legend under ``fig`` for :func:`domain_scatter`: the two markers and the colour of each class."""
+    from matplotlib.lines import Line2D
+    cmap = plt.get_cmap("tab10")
+    handles = [Line2D([], [], ls="", marker="o", color="grey", label="source (plain)"),
+               Line2D([], [], ls="", marker="x", color="grey", label="target (shifted)")]
+    handles += [Line2D([], [], ls="", marker="s", color=cmap(c % 10), label=str(c)) for c in range(classes)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, handletextpad=0.2,
+               columnspacing=0.8)
+
+
+def start_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float] | None]],
+                 ax: Axes | None = None, title: str = "", ylabel: str = "test accuracy (%)",
+                 style: str = "-") -> Axes:
+    """``{label: (episodes, mean, ci95 or None)}``: accuracy against meta-training episodes, one line per start."""
+    ax = _axes(ax)
+    for i, (label, (x, mean, ci)) in enumerate(curves.items()):
+        colour = plt.get_cmap("tab10")(i)
+        ax.plot(x, mean, style, marker="o", ms=4, color=colour, label=label)
+        if ci is not None:
+            low = [m - c for m, c in zip(mean, ci)]
+            high = [m + c for m, c in zip(mean, ci)]
+            ax.fill_between(x, low, high, color=colour, alpha=0.15)
+    ax.set(xlabel="meta-training episodes", ylabel=ylabel, title=title)
+    return ax

@@ -40,6 +40,7 @@ class BackgroundConfig:
     alphabets: int | None = None  # evaluation alphabets used (None: all 20)
     hidden: int = 64  # Conv4 filters of the Omniglot networks
     pretrain_epochs: int = 3
+    pretrain_characters: int | None = None  # the first background characters pre-trained on (None: all 964)
     transfer_images: int = 2000  # training examples seen by each Omniglot run (at least min_epochs passes)
     min_epochs: int = 3
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -55,7 +56,8 @@ class BackgroundConfig:
     @classmethod
     def for_mode(cls, mode: str | None = None) -> "BackgroundConfig":
         return budget.pick(smoke=cls(per_class=(1, 10), steps=30, shots=(1,), alphabets=2, hidden=8,
-                                     pretrain_epochs=1, transfer_images=100, min_epochs=1, seeds=(0,)),
+                                     pretrain_epochs=1, pretrain_characters=50, transfer_images=100, min_epochs=1,
+                                     seeds=(0,)),
                            quick=cls(per_class=(1, 5, 20, 60), steps=500, alphabets=5, hidden=32,
                                      pretrain_epochs=1, seeds=(0,)),
                            full=cls(), mode_=mode)
@@ -126,6 +128,8 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
     tic = time.perf_counter()
     lrs = TransferConfig()
     source = load_omniglot("background", root, **load_kwargs)
+    if config.pretrain_characters is not None:
+        source = source.subset(slice(0, config.pretrain_characters))
     target = load_omniglot("evaluation", root, **load_kwargs)
     names = target.alphabets[:config.alphabets] if config.alphabets is not None else target.alphabets
     per_seed: dict[str, list[float]] = {}

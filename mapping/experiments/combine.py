@@ -192,8 +192,8 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
         **load_kwargs: Any) -> dict[str, float]:
     """``combine/{start}/{n}w{k}s/ep{e}/acc`` (mean over seeds, %), ``/ci95`` (Student t; absent with one seed),
     ``/seed{s}``; the paired difference to the random start at the end of the budget,
-    ``combine/{start}/{n}w{k}s/gain`` and ``/gain_ci95`` (absent with one seed); ``combine/{start}/pretrain_seconds`` and
-    ``combine/{start}/seconds`` (meta-training and evaluation), means over seeds."""
+    ``combine/{start}/{n}w{k}s/gain`` and ``/gain_ci95`` (absent with one seed); ``combine/{start}/pretrain_seconds``
+    and ``combine/{start}/seconds`` (meta-training and evaluation), means over seeds."""
     background = load_omniglot("background", root, **load_kwargs)
     if config.background_characters is not None:
         background = background.subset(slice(0, config.background_characters))
