@@ -10,7 +10,7 @@ from mapping.experiments import background as bg
 
 def tiny(**overrides) -> bg.BackgroundConfig:
     kw = dict(per_class=(1, 30), steps=150, shots=(1,), alphabets=2, hidden=8, pretrain_epochs=1,
-              transfer_images=60, min_epochs=1, seeds=(0, 1))
+              transfer_steps=3, min_epochs=1, seeds=(0, 1))
     return bg.BackgroundConfig(**{**kw, **overrides})
 
 
@@ -55,8 +55,25 @@ def test_new_alphabet_keys_and_gain(fake_root, fake_cache):
     assert metrics["alphabet/seconds"] > 0
 
 
+def test_every_new_alphabet_run_takes_about_the_same_number_of_steps(fake_root, fake_cache, monkeypatch):
+    seen = []
+
+    def record(method, state, train_x, train_y, test_x, test_y, *, epochs, batch, **kw):
+        seen.append((train_y.numel(), epochs, batch))
+        return 50.0
+
+    monkeypatch.setattr(bg.ind, "pretrain", lambda *a, **kw: ({}, float("nan")))
+    monkeypatch.setattr(bg.ind, "transfer", record)
+    bg.new_alphabet(tiny(shots=(1, 5), transfer_steps=7, batch=4, seeds=(0,)), fake_root, strict=False)
+    assert {n for n, _, _ in seen} == {4, 20}  # fake alphabets of 4 characters, k = 1 and 5
+    for n, epochs, batch in seen:
+        per_epoch = -(-n // batch)  # ceil: steps in one pass
+        assert epochs * per_epoch >= 7 > (epochs - 1) * per_epoch
+
+
 @pytest.mark.parametrize("overrides, match", [(dict(per_class=(0,)), "per_class"), (dict(per_class=(61,)), "per_class"),
-                                              (dict(per_class=()), "per_class"), (dict(seeds=()), "seeds")])
+                                              (dict(per_class=()), "per_class"), (dict(seeds=()), "seeds"),
+                                              (dict(transfer_steps=0), "transfer_steps"), (dict(batch=1.5), "batch")])
 def test_bad_config(overrides, match):
     with pytest.raises(ValueError, match=match):
         tiny(**overrides)
