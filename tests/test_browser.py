@@ -53,15 +53,24 @@ def browser(tmp_path_factory):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
-    driver.set_script_timeout(60)
+    driver.set_script_timeout(90)
     yield driver
     driver.quit()
 
 
 PROBLEMS = """
 const done = arguments[arguments.length - 1];
-const ready = window.MathJax && MathJax.startup && MathJax.startup.promise;
-(ready ? MathJax.startup.promise : Promise.resolve()).then(() => {
+// MathJax's script can still be loading when the page reports ready (seen on a loaded CI machine):
+// wait up to 30 s for it on pages with equations before judging.
+const loaded = () => window.MathJax && MathJax.startup && MathJax.startup.promise;
+const wait = new Promise(resolve => {
+  const start = Date.now();
+  const poll = () => (loaded() || !document.querySelector('.math') || Date.now() - start > 30000)
+    ? resolve() : setTimeout(poll, 100);
+  poll();
+});
+let ready;
+wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : null; }).then(() => {
   const text = el => el.textContent.trim().slice(0, 80);
   const math = [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
   const outputs = [...document.querySelectorAll('.cell_output, .output')];
