@@ -11,6 +11,7 @@ from .lake import LakeResult, LakeRuns, evaluate_lake, load_lake_runs, nearest_n
 from .omniglot_multitask import OmniglotMultitask, omniglot_multitask
 from .omniglot import OmniglotSplit, lake_split, load_omniglot, rotate, small_split, vinyals_split
 from .sampler import EpisodeBatchSampler, EpisodeCollate, random_subsets
+from .sequences import accuracy_by_instance, episode_sequences, offset_labels
 from .sinusoid import Sinusoid
 from .tasks import TaskBatch, validate_batch
 
@@ -20,4 +21,5 @@ __all__ = ["digit_split", "DomainShift", "EpisodeBatchSampler", "EpisodeCollate"
            "omniglot_file", "omniglot_multitask", "omniglot_root", "OmniglotMultitask", "OmniglotSplit",
            "overlay", "PAPER_SIGMAS", "random_subsets", "random_texture", "rotate", "rotation_matrix",
            "shift_colours", "SHIFT_KINDS", "shifted_digits", "Sinusoid", "small_split", "TaskBatch",
-           "TEN_SIGMAS", "TEXTURE_HIGH", "toy_function", "validate_batch", "vinyals_split"]
+           "TEN_SIGMAS", "TEXTURE_HIGH", "toy_function", "validate_batch", "vinyals_split",
+           "accuracy_by_instance", "episode_sequences", "offset_labels"]

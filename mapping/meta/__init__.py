@@ -1,11 +1,12 @@
 """Meta-learning. Optimization-based: MAML, first-order MAML, Reptile, Meta-SGD, ANIL.
-Metric-based: Prototypical, Matching and Siamese networks."""
+Metric-based: Prototypical, Matching and Siamese networks. Model-based: memory-augmented networks (MANN)."""
 from .analysis import exact_gradients, expected_gradients, flat_loss, taylor_errors, taylor_gradients
 from .checks import EXECUTIONS, check_finite_inner, checked_loss
 from .chunked import Precomputed, chunked_mean
 from .curvature import inner_curvature
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, batched_inner_loop, functional,
                          inner_loop, params_of, validate_inner)
+from .mann import MANN, LSTMLearner, cosine_read_weights, least_used, write_weights
 from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
 from .metric import (FullContextEmbedding, MatchingNetwork, MetricLearner, PrototypicalNetwork, cosine_attention,
                      infer_n_way, matching_log_probs, protonet_logits, prototypes, squared_distances)
@@ -22,4 +23,5 @@ __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML",
            "FullContextEmbedding", "MatchingNetwork", "MetricLearner", "PrototypicalNetwork", "cosine_attention",
            "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes", "squared_distances",
            "REDUCTIONS", "SiameseNetwork", "class_scores", "pairs_from_batch", "pairwise_siamese_logits",
-           "sample_pairs", "siamese_logits"]
+           "sample_pairs", "siamese_logits",
+           "MANN", "LSTMLearner", "cosine_read_weights", "least_used", "write_weights"]
