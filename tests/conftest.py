@@ -55,3 +55,23 @@ def fake_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A temporary ``MAPPING_CACHE``, and no downloads."""
     monkeypatch.setenv("MAPPING_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MAPPING_DOWNLOAD", raising=False)
+
+
+@pytest.fixture
+def smoke_record(tmp_path, monkeypatch, fake_root, fake_cache):
+    """``smoke_record(name, module)``: ``python -m mapping.reproduce <name> --mode smoke`` with ``module.run`` reading
+    the fake Omniglot zips; returns the JSON record it wrote."""
+    import json
+
+    from mapping import reproduce
+
+    def run(name: str, module) -> dict:
+        torch.set_num_threads(1)
+        real_run = module.run
+        monkeypatch.setattr(module, "run",
+                            lambda config, progress=False: real_run(config, fake_root, progress, strict=False))
+        assert reproduce.main([name, "--mode", "smoke", "--out", str(tmp_path)]) == 0
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    return run
+

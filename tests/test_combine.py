@@ -2,12 +2,9 @@
 start, on one budget."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from mapping import reproduce
 from mapping.data import omniglot_multitask
 from mapping.data.omniglot import load_omniglot
 from mapping.experiments import combine as co
@@ -104,11 +101,7 @@ def test_bad_pretraining_arguments(kw, match):
         co.pretrain_multitask(torch.zeros(3), 1)
 
 
-def test_reproduce_combine_writes_one_record(tmp_path, monkeypatch, fake_root, fake_cache):
-    torch.set_num_threads(1)
-    real_run = co.run
-    monkeypatch.setattr(co, "run", lambda config, progress=False: real_run(config, fake_root, progress, strict=False))
-    assert reproduce.main(["combine", "--mode", "smoke", "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "combine.json").read_text())
+def test_reproduce_combine_writes_one_record(smoke_record):
+    record = smoke_record("combine", co)
     assert record["mode"] == "smoke" and record["config"]["episodes"] == 6
     assert {"combine/random/5w1s/ep6/acc", "combine/multitask/5w1s/gain"} <= set(record["metrics"])

@@ -1,10 +1,8 @@
 """``python -m mapping.reproduce transfer``: the moons sweep, digits adaptation and Omniglot transfer in one record."""
-import json
 
 import pytest
 import torch
 
-from mapping import reproduce
 from mapping.experiments import moons as mo
 from mapping.experiments import transfer_omniglot as to
 
@@ -24,12 +22,8 @@ def test_moons_sweep_keys_and_gap_closed_follow_the_means():
             assert metrics[f"moons/{angle}/dann/gap_closed"] == pytest.approx(gap)
 
 
-def test_reproduce_transfer_writes_one_record(tmp_path, monkeypatch, fake_root, fake_cache):
-    torch.set_num_threads(1)
-    real_run = to.run
-    monkeypatch.setattr(to, "run", lambda config, progress=False: real_run(config, fake_root, progress, strict=False))
-    assert reproduce.main(["transfer", "--mode", "smoke", "--out", str(tmp_path)]) == 0
-    record = json.loads((tmp_path / "transfer.json").read_text())
+def test_reproduce_transfer_writes_one_record(smoke_record):
+    record = smoke_record("transfer", to)
     assert record["mode"] == "smoke" and set(record["config"]) == {"moons", "digits", "omniglot"}
     metrics = record["metrics"]
     assert {"moons/35/dann/acc", "digits/dann/acc", "digits/source_only/ci95", "inductive/finetune/k1/acc",
