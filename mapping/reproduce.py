@@ -8,6 +8,9 @@
     python -m mapping.reproduce transfer                 # DANN on the moons, digits adaptation, Omniglot transfer
     python -m mapping.reproduce background               # chapter 1: data dependence, domain shift, a new alphabet
     python -m mapping.reproduce combine                  # ProtoNets from a random, a transferred and a multi-task start
+    python -m mapping.reproduce omniglot-maml --jobs 2 --threads 1   # MAML, first-order MAML, ANIL: 5-way 1-shot
+    python -m mapping.reproduce omniglot-maml --setting paper --device cuda   # Finn et al.'s 60,000 iterations
+    python -m mapping.reproduce omniglot-mann             # a memory-augmented network against an LSTM
     python -m mapping.reproduce multitask                # MultiDigits (every MTL method, conv and MLP trunks, 5 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
@@ -48,6 +51,35 @@ def omniglot_metric(args: argparse.Namespace) -> dict:
                   jobs=args.jobs, threads=args.threads)
     return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "jobs": args.jobs,
                                            "threads_per_job": args.threads or torch.get_num_threads()}}
+
+
+def omniglot_maml(args: argparse.Namespace) -> dict:
+    """MAML, first-order MAML and ANIL (``--methods`` also takes metasgd and reptile) on Omniglot, 5-way 1-shot on
+    the CPU budget, or Finn et al.'s four settings at 60,000 iterations with ``--setting paper``."""
+    from dataclasses import asdict
+
+    from .experiments.omniglot_maml import cpu_configs, paper_configs, run
+    methods = tuple(args.methods) if args.methods else None
+    configs = (paper_configs(*(methods,) if methods else ()) if args.setting == "paper"
+               else cpu_configs(args.mode, *(methods,) if methods else ()))
+    overrides = {"seed": args.seed, **({"iterations": args.iterations} if args.iterations is not None else {})}
+    configs = [dataclasses.replace(c, **overrides) for c in configs]
+    metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
+                  jobs=args.jobs, threads=args.threads)
+    return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "setting": args.setting,
+                                           "jobs": args.jobs,
+                                           "threads_per_job": args.threads or torch.get_num_threads()}}
+
+
+def omniglot_mann(args: argparse.Namespace) -> dict:
+    """A memory-augmented network (LRUA) and an LSTM on Omniglot episodes, accuracy by instance (Santoro et al.)."""
+    from .experiments.multitask import config_dict
+    from .experiments.omniglot_mann import MannConfig, run
+    overrides = {"seed": args.seed, **({"iterations": args.iterations} if args.iterations is not None else {}),
+                 **({"models": tuple(args.methods)} if args.methods else {})}
+    config = MannConfig.for_mode(args.mode, **overrides)
+    metrics, curves = run(config, progress=None, checkpoint_dir=cache_dir("checkpoints") if args.resume else None)
+    return {"metrics": metrics, "curves": curves, "config": config_dict(config)}
 
 
 def multitask(args: argparse.Namespace) -> dict:
@@ -103,6 +135,8 @@ def background(args: argparse.Namespace) -> dict:
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid, "combine": combine,
                                                                  "background": background,
                                                                  "omniglot-metric": omniglot_metric,
+                                                                 "omniglot-maml": omniglot_maml,
+                                                                 "omniglot-mann": omniglot_mann,
                                                                  "multitask": multitask, "transfer": transfer}
 
 
@@ -121,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="omniglot-metric: training episodes of every selected run (default: the mode's)")
     parser.add_argument("--halve-every", type=int, default=None,
                         help="omniglot-metric: learning-rate halving interval of every selected run")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="omniglot-maml, omniglot-mann: meta-training iterations of every run (default: the mode's)")
+    parser.add_argument("--setting", choices=("cpu", "paper"), default="cpu",
+                        help="omniglot-maml: the CPU budget (5-way 1-shot) or Finn et al.'s four settings")
     parser.add_argument("--name", default=None,
                         help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="omniglot-metric: runs trained at once in worker processes (default 1)")
+                        help="omniglot-metric, omniglot-maml: runs trained at once in worker processes (default 1)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, flag)
         if value is not None and (args.experiment != "omniglot-metric" or value < 1):
             parser.error(f"--{flag.replace('_', '-')} takes a positive int and applies to omniglot-metric only")
+    if args.iterations is not None and (args.experiment not in ("omniglot-maml", "omniglot-mann") or args.iterations < 1):
+        parser.error("--iterations takes a positive int and applies to omniglot-maml and omniglot-mann only")
     record = results.provenance(args.name or args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
                                 device=args.device)
     tic = time.perf_counter()

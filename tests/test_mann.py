@@ -131,3 +131,34 @@ def test_a_short_training_run_learns_beyond_chance():
     assert acc.mean() > 0.4
     lstm = LSTMLearner(36, 3, hidden=8)
     assert lstm(x[:2], offset_labels(y[:2], 3)).shape == (2, 15, 3)
+
+
+def test_mann_experiment_config_errors_name_the_argument():
+    from mapping.experiments.omniglot_mann import MannConfig, build
+    with pytest.raises(ValueError, match="models must be a non-empty tuple"):
+        MannConfig(models=("ntm",))
+    with pytest.raises(ValueError, match="instances must be a positive int"):
+        MannConfig(instances=0)
+    with pytest.raises(ValueError, match="model must be one of"):
+        build("gru", MannConfig())
+
+
+def test_mann_evaluation_counts_every_presentation_once():
+    """:func:`evaluate` on a model that always answers label 0 scores 100 / n_way % at every instance in
+    expectation (labels are shuffled per episode), and the same episodes come back for every model."""
+    from torch import nn
+
+    from mapping.experiments.omniglot_mann import MannConfig, evaluate
+
+    class Zero(nn.Module):
+        def forward(self, x, y_prev):
+            logits = torch.zeros(*x.shape[:2], 5)  # (B, T, 5)
+            logits[..., 0] = 1
+            return logits
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(30, 20, 4, 4, generator=g)  # (classes, examples, 4, 4)
+    config = MannConfig(size=4, test_episodes=400)
+    acc = evaluate(Zero(), config, images)  # (10,)
+    assert acc.shape == (10,)
+    assert (acc - 20).abs().max() < 6  # 400 episodes: each entry a mean of 400 Bernoulli(0.2) draws, sd 2%
+    torch.testing.assert_close(evaluate(Zero(), config, images), acc)

@@ -24,6 +24,7 @@ from ..nn import Conv4
 from ..nn.conv4 import BatchStatNorm2d
 from ..stats import mean_ci95
 from ..train import train
+from .pool import map_runs
 
 METHODS = ("protonet", "matching", "siamese")
 LABELS = {"protonet": "Prototypical Networks", "matching": "Matching Networks", "siamese": "Siamese Networks"}
@@ -211,11 +212,6 @@ def run_one(config: MetricConfig, device: torch.device | str = "cpu", checkpoint
     return metrics
 
 
-def _worker(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpoint_dir=None,
         progress: bool | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, float]:
     """Train and evaluate each config: ``"{method}/{n}w{k}s/acc"`` on the 1200-character split,
@@ -225,8 +221,6 @@ def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpo
     taking the configs in the given order as workers free up (put the longest first). Each run is seeded
     by its config alone, so the metrics do not depend on ``jobs``.
     """
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     metrics: dict[str, float] = {}
     if jobs == 1:
         cache: dict[str, dict] = {}
@@ -234,14 +228,9 @@ def run(configs: list[MetricConfig], device: torch.device | str = "cpu", checkpo
             data = cache.setdefault(config.split, load_split(config.split))
             metrics.update(run_one(config, device, checkpoint_dir, progress, data))
         return metrics
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker,
-                             initargs=(threads,)) as pool:
-        futures = [pool.submit(run_one, c, str(device), checkpoint_dir, progress) for c in configs]
-        for future in futures:
-            metrics.update(future.result())
+    for part in map_runs(run_one, configs, jobs, threads, device=str(device), checkpoint_dir=checkpoint_dir,
+                         progress=progress):
+        metrics.update(part)
     return metrics
 
 

@@ -1,0 +1,284 @@
+"""Optimization-based meta-learning on Omniglot: MAML, first-order MAML, ANIL, Meta-SGD and Reptile on Conv-4.
+
+Setup of Finn et al. 2017 (§5.2 and their code): the strided Conv-4 (``Conv4(n_way, strided=True)``, 64 filters,
+spatial mean before the head), the 1200/423 character split with 90-degree rotations as new training classes
+(:func:`mapping.data.vinyals_split`), 28x28 images, Adam on the meta-loss. 5-way: one inner step with
+``alpha`` 0.4 in training, three at test, 32 tasks per meta-batch; 20-way: five steps with ``alpha`` 0.1, 16 tasks.
+The paper draws ``k_shot`` query images per class; ``query`` sets that number here.
+
+**Batch norm** (:mod:`mapping.nn.conv4`): ``bn="batch"`` normalises every call with its own statistics, as
+MAML's code does. At test time that makes a query's prediction depend on the other queries of its task
+(*transductive*). :func:`accuracy` reports both that and the non-transductive evaluation of Nichol et al. 2018
+(§6): each query is classified in a batch made of the support set and that query alone, so it sees no other
+query. The support set is always normalised with its own statistics while adapting.
+
+Methods: ``maml`` (second order), ``fomaml`` (first order), ``anil`` (inner loop on the head only, Raghu et al.
+2020), ``metasgd`` (a learned rate per parameter, Li et al. 2017) and ``reptile`` (Nichol et al. 2018: SGD on the
+support and query images of each task, outer Adam on ``theta - mean theta'``; their own setup uses Adam in the
+inner loop, not reproduced here).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import vmap
+
+from .. import budget
+from ..data import vinyals_split
+from ..data.tasks import TaskBatch
+from ..meta import ANIL, FOMAML, MAML, MetaSGD, Reptile
+from ..meta.functional import batched_inner_loop
+from ..nn import Conv4
+from ..nn.norms import primitive_norms
+from ..stats import mean_ci95
+from ..train import train
+from .pool import map_runs
+
+METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile")
+LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "anil": "ANIL", "metasgd": "Meta-SGD",
+          "reptile": "Reptile"}
+EVALUATIONS = ("transductive", "per_query")
+PAPER = {"maml": (98.7, 99.9, 95.8, 98.9), "fomaml": (98.3, 99.2, 89.4, 97.9),
+         "reptile": (95.39, 98.90, 88.14, 96.65)}  # 5w1s, 5w5s, 20w1s, 20w5s; REFERENCE.md (Reptile non-transductive)
+
+
+@dataclass(frozen=True)
+class MamlConfig:
+    """One meta-training run: ``iterations`` Adam steps on meta-batches of ``meta_batch`` tasks."""
+
+    method: str = "maml"
+    n_way: int = 5
+    k_shot: int = 1
+    query: int = 1  # query images per class in meta-training (the paper: k_shot)
+    meta_batch: int = 32
+    alpha: float = 0.4
+    steps: int = 1
+    test_steps: int = 3
+    meta_lr: float = 1e-3
+    iterations: int = 6500  # about an hour on 2 CPU cores for MAML (0.51 s per meta-iteration measured)
+    test_tasks: int = 600
+    test_query: int = 5  # query images per class at test time
+    hidden: int = 64
+    chunk_size: int = 32  # tasks per vmapped chunk: the whole meta-batch (0.51 s against 1.2 s in chunks of 8)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for name in ("n_way", "k_shot", "query", "meta_batch", "steps", "test_steps", "test_tasks", "test_query",
+                     "hidden", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"iterations must be a non-negative int, got {self.iterations!r}")
+
+    @property
+    def setting(self) -> str:
+        return f"{self.n_way}w{self.k_shot}s"
+
+    @classmethod
+    def for_mode(cls, method: str = "maml", mode: str | None = None, **overrides) -> "MamlConfig":
+        sizes = budget.pick(smoke=dict(iterations=4, meta_batch=4, test_tasks=8, hidden=16),
+                            quick=dict(iterations=300, test_tasks=100),
+                            full={}, mode_=mode)
+        return cls(method=method, **{**sizes, **overrides})
+
+    @classmethod
+    def paper(cls, method: str, n_way: int, k_shot: int, **overrides) -> "MamlConfig":
+        """Finn et al.'s setting for ``n_way``-way (5: alpha 0.4, 1 step, 32 tasks; 20: alpha 0.1, 5 steps, 16
+        tasks), 60,000 iterations, ``k_shot`` queries per class."""
+        five = n_way == 5
+        return cls(method=method, n_way=n_way, k_shot=k_shot, query=k_shot, alpha=0.4 if five else 0.1,
+                   steps=1 if five else 5, test_steps=3 if five else 5, meta_batch=32 if five else 16,
+                   iterations=60_000, **overrides)
+
+
+def build(config: MamlConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The method around a fresh strided Conv-4 with a ``n_way`` head and per-call batch statistics."""
+    torch.manual_seed(config.seed)
+    model = Conv4(config.n_way, hidden=config.hidden, bn="batch", strided=True).to(device)
+    kw = dict(alpha=config.alpha, steps=config.steps, execution="chunk", chunk_size=config.chunk_size)
+    if config.method == "reptile":
+        return Reptile(model, use_query=True, **kw)
+    cls = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD}[config.method]
+    return cls(model, **kw)
+
+
+def fit(config: MamlConfig, train_split, device: torch.device | str = "cpu", checkpoint=None,
+        progress: bool | None = None) -> tuple[nn.Module, dict]:
+    """Meta-train on ``train_split`` (an :class:`~mapping.data.OmniglotSplit`); returns the learner and history."""
+    learner = build(config, device)
+    sampler = train_split.sampler(config.n_way, config.k_shot, config.query)
+    tasks = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(learner.parameters(), lr=config.meta_lr)
+
+    def step(_: int) -> dict[str, float]:
+        batch = sampler.sample(config.meta_batch, tasks).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        if config.method == "reptile":
+            loss = learner.meta_grad(batch, F.cross_entropy)
+        else:
+            loss, _ = learner.meta_loss(batch, F.cross_entropy)
+            loss.backward()  # the chunked execution hands over gradients it computed chunk by chunk
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    history = train(step, config.iterations, state={"learner": learner, "optimizer": optimizer, "tasks": tasks},
+                    checkpoint=checkpoint, checkpoint_every=500, desc=LABELS[config.method], progress=progress,
+                    log_every=max(1, config.iterations // 200))
+    return learner, history
+
+
+def predict(forward, fast: dict[str, Tensor], support_x: Tensor, query_x: Tensor, evaluation: str) -> Tensor:
+    """Logits of one task's queries ``(q, n_way)`` with adapted parameters ``fast``. ``"transductive"``: all
+    queries in one call (batch statistics over the queries); ``"per_query"``: each query in a call with the
+    support set only (batch statistics over support + that query)."""
+    if evaluation == "transductive":
+        return forward(fast, query_x)  # (q, n_way)
+    if evaluation != "per_query":
+        raise ValueError(f"evaluation must be one of {EVALUATIONS}, got {evaluation!r}")
+
+    def one(x: Tensor) -> Tensor:  # x (C, H, W)
+        return forward(fast, torch.cat([support_x, x[None]]))[-1]  # (n_way,)
+    return vmap(one)(query_x)  # (q, n_way)
+
+
+@torch.no_grad()
+def classify_batch(learner: nn.Module, batch: TaskBatch, steps: int, evaluations=EVALUATIONS) -> dict[str, Tensor]:
+    """Predicted class of each query of each task after ``steps`` inner steps on its support set,
+    ``{evaluation: (tasks, q)}``; ``evaluations`` a name or a tuple of names from :data:`EVALUATIONS`."""
+    single = isinstance(evaluations, str)
+    evaluations = (evaluations,) if single else tuple(evaluations)
+    unknown = [e for e in evaluations if e not in EVALUATIONS]
+    if unknown:
+        raise ValueError(f"evaluations must come from {EVALUATIONS}, got {unknown}")
+    forward, params = learner._forward, {k: v.detach() for k, v in learner.params().items()}
+    alpha = learner.alpha if isinstance(learner.alpha, float) else {k: v.detach() for k, v in learner.alpha.items()}
+    with torch.enable_grad():  # the inner gradients; nothing is kept
+        fast, _, _ = batched_inner_loop(forward, F.cross_entropy, params, batch.support_x, batch.support_y,
+                                        steps=steps, alpha=alpha, first_order=True, adapt=learner.adapt_names,
+                                        execution="chunk", chunk_size=learner.chunk_size)
+    fast = {k: v.detach() for k, v in fast.items()}
+    out = {}
+    with primitive_norms():
+        for evaluation in evaluations:
+            logits = vmap(lambda f, sx, qx: predict(forward, f, sx, qx, evaluation))(
+                fast, batch.support_x, batch.query_x)  # (tasks, q, n_way)
+            out[evaluation] = logits.argmax(-1)  # (tasks, q)
+    return out[evaluations[0]] if single else out
+
+
+def accuracy(learner: nn.Module, batch: TaskBatch, steps: int, evaluations=EVALUATIONS) -> dict[str, Tensor]:
+    """Query accuracy of each task after ``steps`` inner steps on its support set, ``{evaluation: (tasks,)}``."""
+    predicted = classify_batch(learner, batch, steps, tuple(evaluations))
+    return {e: (p == batch.query_y).double().mean(1) for e, p in predicted.items()}  # (tasks,) each
+
+
+def evaluate(learner: nn.Module, config: MamlConfig, test_split, device: torch.device | str = "cpu",
+             chunk: int = 50) -> dict[str, float]:
+    """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` (transductive, as MAML's code) and ``/per_query/acc`` and
+    ``/per_query/ci95`` (non-transductive), in %, over ``test_tasks`` tasks of the test characters."""
+    sampler = test_split.sampler(config.n_way, config.k_shot, config.test_query)
+    generator = torch.Generator().manual_seed(10_000 + config.seed)
+    parts: dict[str, list[Tensor]] = {e: [] for e in EVALUATIONS}
+    for start in range(0, config.test_tasks, chunk):
+        batch = sampler.sample(min(chunk, config.test_tasks - start), generator).to(device)
+        for e, acc in accuracy(learner, batch, config.test_steps).items():
+            parts[e].append(acc.cpu())
+    metrics = {}
+    for e, values in parts.items():
+        mean, ci = mean_ci95(100 * torch.cat(values))
+        key = f"{config.method}/{config.setting}" + ("" if e == "transductive" else f"/{e}")
+        metrics[f"{key}/acc"], metrics[f"{key}/ci95"] = mean.item(), ci.item()
+    return metrics
+
+
+def widen_head(learner: nn.Module, n_way: int) -> nn.Module:
+    """The same method for ``n_way`` classes: the meta-learned body, and a head whose ``n_way`` rows all start as
+    the mean of the learned rows (so every class starts with the same score, and the first inner step separates
+    them; the replicated head of Ye & Chao 2022, without meta-training it). Used for Lake's 20-way runs."""
+    old = learner.module
+    model = Conv4(n_way, hidden=old.hidden, bn=old.bn, strided=old.strided).to(old.head.weight.device)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("head.")}
+    state["head.weight"] = old.head.weight.detach().mean(0, keepdim=True).expand(n_way, -1).clone()
+    state["head.bias"] = old.head.bias.detach().mean().expand(n_way).clone()
+    model.load_state_dict(state)
+    kw = dict(alpha=learner.inner_alpha, steps=learner.steps, execution="chunk", chunk_size=learner.chunk_size)
+    if isinstance(learner, MetaSGD):  # the learned rates of the body; the head's rows share their mean
+        wide = MetaSGD(model, **kw)
+        rates = dict(zip(learner.rate_names, learner.rates))
+        with torch.no_grad():
+            for k, r in zip(wide.rate_names, wide.rates):
+                r.copy_(rates[k] if rates[k].shape == r.shape else rates[k].mean(0, keepdim=True).expand_as(r))
+        return wide
+    return type(learner)(model, **kw)
+
+
+def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", root=None) -> float:
+    """Lake et al. 2015's 20-way within-alphabet one-shot error (%): adapt a 20-way head (:func:`widen_head`) for
+    ``steps`` inner steps to the run's 20 drawings, then classify its 20 test drawings (``evaluation`` as in
+    :func:`predict`)."""
+    from ..data import evaluate_lake
+    wide = None
+
+    def classify(support: Tensor, query: Tensor) -> Tensor:  # (20, 1, 28, 28) each
+        nonlocal wide
+        wide = wide or widen_head(learner, support.shape[0])
+        labels = torch.arange(support.shape[0], device=support.device)  # (20,)
+        batch = TaskBatch(support[None], labels[None], query[None], labels[None])
+        return classify_batch(wide, batch, steps, evaluation)[0]  # (20,)
+    return evaluate_lake(classify, root=root, device=next(learner.parameters()).device).error
+
+
+def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
+            progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
+    """Meta-train and test one config: the metrics of :func:`evaluate`; ``train_seconds``, ``eval_seconds``,
+    ``adapt_ms`` (milliseconds to adapt to one test task and classify its queries, per evaluation); Lake's 20-run
+    error ``lake20/error`` (per query) and ``lake20/transductive/error``."""
+    data = data if data is not None else vinyals_split()
+    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    name = f"{config.method}/{config.setting}"
+    ckpt = Path(checkpoint_dir) / f"omniglot-maml-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
+    tic = time.perf_counter()
+    learner, _ = fit(config, data["train"], device, ckpt, progress)
+    metrics = {f"{name}/train_seconds": time.perf_counter() - tic, f"{name}/iterations": config.iterations}
+    tic = time.perf_counter()
+    metrics.update(evaluate(learner, config, data["test"], device))
+    metrics[f"{name}/eval_seconds"] = time.perf_counter() - tic
+    metrics[f"{name}/adapt_ms"] = 1000 * metrics[f"{name}/eval_seconds"] / config.test_tasks / len(EVALUATIONS)
+    metrics[f"{name}/lake20/error"] = lake_error(learner, config.test_steps, "per_query")
+    metrics[f"{name}/lake20/transductive/error"] = lake_error(learner, config.test_steps, "transductive")
+    return metrics
+
+
+def run(configs: list[MamlConfig], device: torch.device | str = "cpu", checkpoint_dir=None,
+        progress: bool | None = None, jobs: int = 1, threads: int | None = None) -> dict[str, float]:
+    """:func:`run_one` for each config (``jobs`` at once, see :func:`~mapping.experiments.pool.map_runs`)."""
+    metrics: dict[str, float] = {}
+    for part in map_runs(run_one, configs, jobs, threads, device=str(device), checkpoint_dir=checkpoint_dir,
+                         progress=progress):
+        metrics.update(part)
+    return metrics
+
+
+def cpu_configs(mode: str | None = None, methods=("maml", "fomaml", "anil")) -> list[MamlConfig]:
+    """The CPU runs of ``python -m mapping.reproduce omniglot-maml``: 5-way 1-shot, MAML's 5-way settings, a
+    budget of about an hour of meta-training per method on 2 CPU cores."""
+    return [MamlConfig.for_mode(m, mode) for m in methods]
+
+
+def paper_configs(methods=("maml", "fomaml")) -> list[MamlConfig]:
+    """``--setting paper``: Finn et al.'s four settings at 60,000 iterations (a GPU job)."""
+    return [MamlConfig.paper(m, n, k) for m in methods for n, k in ((5, 1), (5, 5), (20, 1), (20, 5))]
+
+
+__all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "accuracy", "build", "classify_batch",
+           "cpu_configs", "evaluate", "fit", "lake_error", "paper_configs", "predict", "run", "run_one", "widen_head"]
