@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .multitask_toys import MultiTaskDataset, _check_int
-from .omniglot import DRAWERS, load_omniglot
+from .omniglot import DRAWERS, OmniglotSplit, load_omniglot
 
 class OmniglotMultitask(MultiTaskDataset):
     """Omniglot drawings ``x (N, 1, 28, 28)`` with targets ``alphabet (N,)``, ``character (N,)``, ``ink (N, 1)``.
@@ -68,16 +68,22 @@ def omniglot_multitask(split: str = "train", *, train_drawers: int = 15, standar
     ink = data.images.sum((-2, -1))  # (characters, 20) pixels
     mean, std = ink[:, :train_drawers].mean().item(), ink[:, :train_drawers].std().item()
     drawers = torch.arange(train_drawers) if split == "train" else torch.arange(train_drawers, DRAWERS)  # (d,)
-    images = data.images[:, drawers]  # (characters, d, size, size)
+    x, targets = drawings_and_targets(data, drawers)
+    if standardise:
+        targets["ink"] = (targets["ink"] - mean) / std  # (N, 1)
+    character = targets["character"]  # (N,)
+    return OmniglotMultitask(x, targets, drawers.repeat(data.num_classes), data.character_ids[character],
+                             data.alphabets, data.num_classes, mean, std, standardise)
+
+
+def drawings_and_targets(data: OmniglotSplit, drawers: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The drawings ``drawers (d,)`` of every character of ``data``, character-major, ``x (C * d, 1, H, W)``, and
+    their targets ``alphabet (N,)``, ``character (N,)`` (the row in ``data``) and raw ``ink (N, 1)`` in pixels."""
+    images = data.images[:, drawers]  # (C, d, H, W)
     c, d = images.shape[:2]
     character = torch.arange(c).repeat_interleave(d)  # (N,) character-major
-    target = ink[:, drawers].reshape(-1, 1)  # (N, 1)
-    if standardise:
-        target = (target - mean) / std  # (N, 1)
-    targets = {"alphabet": data.alphabet_index[character], "character": character, "ink": target}
-    return OmniglotMultitask(images.reshape(c * d, 1, *images.shape[2:]),  # (N, 1, size, size)
-                             targets, drawers.repeat(c), data.character_ids[character], data.alphabets,
-                             c, mean, std, standardise)
+    ink = images.sum((-2, -1)).reshape(-1, 1)  # (N, 1)
+    targets = {"alphabet": data.alphabet_index[character], "character": character, "ink": ink}
+    return images.reshape(c * d, 1, *images.shape[2:]), targets  # (N, 1, H, W)
 
-
-__all__ = ["OmniglotMultitask", "omniglot_multitask"]
+__all__ = ["OmniglotMultitask", "drawings_and_targets", "omniglot_multitask"]

@@ -32,7 +32,7 @@ from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
 from ..transfer import inductive as ind
 from . import digits_da as da
-from .multitask import t_ci95
+from .multitask import seed_summary
 from .transfer_omniglot import TransferConfig
 
 
@@ -72,20 +72,6 @@ class BackgroundConfig:
                            full=cls(), mode_=mode)
 
 
-def summarise(per_seed: dict[str, list[float]], seeds: tuple[int, ...]) -> dict[str, float]:
-    """``{key}`` (mean), ``{prefix}/ci95`` (Student t, from two seeds on) and ``{prefix}/seed{s}`` for every key,
-    ``prefix`` being the key without a final ``/acc``."""
-    out = {}
-    for key, values in per_seed.items():
-        mean, half = t_ci95(torch.tensor(values, dtype=torch.float64))
-        prefix = key.removesuffix("/acc")
-        out[key] = mean
-        if len(values) > 1:
-            out[f"{prefix}/ci95"] = half
-        out.update({f"{prefix}/seed{s}": v for s, v in zip(seeds, values)})
-    return out
-
-
 def balanced_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
     """Indices of the first ``per_class`` examples of each class in ``y (N,)``, in order: ``(classes * n,)``."""
     rows = [torch.nonzero(y == c)[:per_class, 0] for c in y.unique()]
@@ -107,7 +93,7 @@ def data_dependence(config: BackgroundConfig) -> dict[str, float]:
             small = dataclasses.replace(data, source_x=data.source_x[i], source_y=data.source_y[i])
             model = da.train("source_only", small, train_config, seed)
             per_seed.setdefault(f"data/n{n}/acc", []).append(da.accuracy(model, data.test_source_x, data.test_y))
-    return summarise(per_seed, config.seeds)
+    return seed_summary(per_seed, config.seeds)
 
 
 def domain_shift(config: BackgroundConfig) -> dict[str, float]:
@@ -126,7 +112,7 @@ def domain_shift(config: BackgroundConfig) -> dict[str, float]:
             acc = da.accuracy(model, test.target_x, test.target_y)
             per_seed.setdefault(f"shift/{kind}/acc", []).append(acc)
             per_seed.setdefault(f"shift/{kind}/drop", []).append(plain - acc)
-    return summarise(per_seed, config.seeds)
+    return seed_summary(per_seed, config.seeds)
 
 
 def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None,
@@ -163,7 +149,7 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
                 per_seed.setdefault(f"alphabet/{method}/k{k}/acc", []).append(sum(accs) / len(accs))
             per_seed.setdefault(f"alphabet/gain/k{k}", []).append(
                 per_seed[f"alphabet/finetune/k{k}/acc"][-1] - per_seed[f"alphabet/scratch/k{k}/acc"][-1])
-    metrics = summarise(per_seed, config.seeds)
+    metrics = seed_summary(per_seed, config.seeds)
     metrics.update({key: sum(v) / len(v) for key, v in per_alphabet.items()})
     metrics["alphabet/seconds"] = time.perf_counter() - tic
     return metrics
@@ -174,5 +160,4 @@ def run(config: BackgroundConfig, root: str | os.PathLike | None = None, **load_
     return {**data_dependence(config), **domain_shift(config), **new_alphabet(config, root, **load_kwargs)}
 
 
-__all__ = ["BackgroundConfig", "balanced_subset", "data_dependence", "domain_shift", "new_alphabet", "run",
-           "summarise"]
+__all__ = ["BackgroundConfig", "balanced_subset", "data_dependence", "domain_shift", "new_alphabet", "run"]

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 
 from .. import budget
 from ..data.omniglot import OmniglotSplit, load_omniglot
+from ..data.omniglot_multitask import drawings_and_targets
 from ..meta import PrototypicalNetwork
 from ..multitask import HardSharing, task_losses
 from ..transfer import inductive as ind
-from .multitask import t_ci95
+from .multitask import seed_summary, t_ci95
 from .omniglot_metric import accuracy as episode_accuracy
 
 STARTS = ("random", "inductive", "multitask")
@@ -95,13 +96,9 @@ def multitask_data(split: OmniglotSplit, drawers: int) -> tuple[Tensor, dict[str
     """The first ``drawers`` drawings of every character of ``split`` with the targets of
     :func:`mapping.data.omniglot_multitask` (alphabet, character, ink standardised over these drawings):
     ``x (C * drawers, 1, H, W)`` and ``{task: (C * drawers,) or (C * drawers, 1)}``."""
-    images = split.images[:, :drawers]  # (C, d, H, W)
-    c, d = images.shape[:2]
-    character = torch.arange(c).repeat_interleave(d)  # (N,) character-major, as omniglot_multitask
-    ink = images.sum((-2, -1)).reshape(-1, 1)  # (N, 1) pixels of ink
-    return images.reshape(c * d, 1, *images.shape[2:]), {  # (N, 1, H, W)
-        "alphabet": split.alphabet_index[character], "character": character,
-        "ink": (ink - ink.mean()) / ink.std()}
+    x, y = drawings_and_targets(split, torch.arange(drawers))  # (N, 1, H, W), {task: (N,) or (N, 1)}
+    y["ink"] = (y["ink"] - y["ink"].mean()) / y["ink"].std()  # (N, 1) standardised over these drawings
+    return x, y
 
 
 def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, batch: int = 64, lr: float = 1e-3,
@@ -211,18 +208,9 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
                     per_seed.setdefault(f"combine/{start}/{setting}/ep{episode}/acc", []).append(acc)
             if progress:
                 print(f"seed {seed} {start}: {curve[config.episodes]}", flush=True)
-    metrics: dict[str, float] = {}
-    for key, values in per_seed.items():
-        v = torch.tensor(values, dtype=torch.float64)
-        if key.endswith("seconds"):
-            metrics[key] = v.mean().item()
-            continue
-        mean, half = t_ci95(v)
-        prefix = key[:-len("/acc")]
-        metrics[key] = mean
-        if len(v) > 1:  # no interval from one seed
-            metrics[f"{prefix}/ci95"] = half
-        metrics.update({f"{prefix}/seed{s}": x for s, x in zip(config.seeds, values)})
+    seconds = {k: v for k, v in per_seed.items() if k.endswith("seconds")}
+    metrics = {k: sum(v) / len(v) for k, v in seconds.items()}
+    metrics.update(seed_summary({k: v for k, v in per_seed.items() if k not in seconds}, config.seeds))
     if "random" in config.starts:
         for start in config.starts:
             for n, k in config.settings:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -213,6 +214,22 @@ def t_ci95(values: Tensor) -> tuple[float, float]:
     return values.double().mean().item(), half
 
 
+def seed_summary(per_seed: dict[str, list[float]], seeds: tuple[int, ...],
+                 prefix: Callable[[str], str] = lambda key: key.removesuffix("/acc")) -> dict[str, float]:
+    """For each ``key`` of ``per_seed`` (one value per seed): ``key`` -> the mean, ``{prefix}/ci95`` -> the half-width
+    of Student's t 95% interval (:func:`t_ci95`; absent with one seed) and ``{prefix}/seed{s}`` -> each value,
+    ``prefix(key)`` being by default the key without a final ``/acc``."""
+    out: dict[str, float] = {}
+    for key, values in per_seed.items():
+        mean, half = t_ci95(torch.tensor(values, dtype=torch.float64))
+        p = prefix(key)
+        out[key] = mean
+        if len(values) > 1:
+            out[f"{p}/ci95"] = half
+        out.update({f"{p}/seed{s}": v for s, v in zip(seeds, values)})
+    return out
+
+
 def run_multidigits(config: MultitaskConfig, progress: bool = False) -> dict[str, float]:
     """``{method}/{task}/acc`` and ``/ci95`` over seeds, per seed ``{method}/{task}/seed{s}``, the seconds per
     epoch, each method's difference to the single-task models paired by seed (``{method}/{task}/gain`` and
@@ -327,5 +344,5 @@ def config_dict(config) -> dict:
 
 __all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "ONE_TRUNK",
            "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict", "conv", "conv_blocks",
-           "last_shared_layer", "rule", "run_multidigits", "run_toy", "step", "t_ci95", "toy_losses", "train",
+           "last_shared_layer", "rule", "run_multidigits", "run_toy", "seed_summary", "step", "t_ci95", "toy_losses", "train",
            "train_toy", "trunk_blocks"]

@@ -33,7 +33,7 @@ from .. import budget
 from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..transfer import inductive as ind
 from ..transfer import unsupervised as uns
-from .multitask import t_ci95
+from .multitask import seed_summary
 
 REPRESENTATIONS = ("pixels", "random", "rotation")
 
@@ -95,15 +95,6 @@ def target_characters(split: OmniglotSplit, per_alphabet: int | None) -> Omniglo
     return split.subset(torch.cat(rows))  # (alphabets * per_alphabet,) characters
 
 
-def summarise(per_seed: dict[str, list[float]], metrics: dict[str, float], seeds: tuple[int, ...]) -> None:
-    """``{key}`` -> ``metrics[key]`` (mean), ``{prefix}/ci95`` and ``{prefix}/seed{s}`` for ``key = prefix/name``."""
-    for key, values in per_seed.items():
-        mean, half = t_ci95(torch.tensor(values))
-        metrics[key], metrics[key.rsplit("/", 1)[0] + "/ci95"] = mean, half
-        for s, v in zip(seeds, values):
-            metrics[key.rsplit("/", 1)[0] + f"/seed{s}"] = v
-
-
 def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None, progress: bool = False,
                   **load_kwargs: Any) -> dict[str, float]:
     """``inductive/{method}/k{k}/acc`` (mean test accuracy %, over seeds), ``/ci95`` (Student t), ``/seed{s}``;
@@ -134,7 +125,7 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
             per_seed[f"inductive/gain/k{k}/acc"] = [a - b for a, b in zip(per_seed[f"inductive/finetune/k{k}/acc"],
                                                                          per_seed[f"inductive/scratch/k{k}/acc"])]
     metrics: dict[str, float] = {}
-    summarise(per_seed, metrics, config.seeds)
+    metrics.update(seed_summary(per_seed, config.seeds, prefix=lambda key: key.rsplit("/", 1)[0]))
     metrics["inductive/seconds"] = time.perf_counter() - tic
     return metrics
 
@@ -169,11 +160,7 @@ def run_unsupervised(config: TransferConfig, root: str | os.PathLike | None = No
             if progress:
                 print(f"seed {seed} {name}: NMI {scores['nmi']:.3f} ARI {scores['ari']:.3f} "
                       f"({time.perf_counter() - tic:.0f} s)", flush=True)
-    metrics: dict[str, float] = {}
-    for key, values in per_seed.items():
-        mean, half = t_ci95(torch.tensor(values))
-        metrics[key], metrics[f"{key}/ci95"] = mean, half
-        metrics.update({f"{key}/seed{s}": v for s, v in zip(config.seeds, values)})
+    metrics = seed_summary(per_seed, config.seeds, prefix=lambda key: key)
     metrics["unsupervised/seconds"] = time.perf_counter() - tic
     return metrics
 
@@ -186,5 +173,5 @@ def run(config: TransferConfig, root: str | os.PathLike | None = None, progress:
             **run_unsupervised(config, root, progress, **load_kwargs)}
 
 
-__all__ = ["REPRESENTATIONS", "TransferConfig", "run", "run_inductive", "run_unsupervised", "summarise",
+__all__ = ["REPRESENTATIONS", "TransferConfig", "run", "run_inductive", "run_unsupervised",
            "target_characters", "unlabelled_drawings"]
