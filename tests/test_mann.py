@@ -162,3 +162,21 @@ def test_mann_evaluation_counts_every_presentation_once():
     assert acc.shape == (10,)
     assert (acc - 20).abs().max() < 6  # 400 episodes: each entry a mean of 400 Bernoulli(0.2) draws, sd 2%
     torch.testing.assert_close(evaluate(Zero(), config, images), acc)
+
+
+def test_key_strength_sharpens_reads_towards_the_best_match():
+    """A strength of 1 is the paper's softmax of cosines; a large one puts the weight on the most similar slot."""
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    memory = torch.randn(2, 7, 5, generator=g, dtype=torch.float64)
+    plain = cosine_read_weights(keys, memory)  # (2, 3, 7)
+    torch.testing.assert_close(cosine_read_weights(keys, memory, torch.ones(2, 3, 1, dtype=torch.float64)), plain)
+    sharp = cosine_read_weights(keys, memory, torch.full((2, 3, 1), 200.0, dtype=torch.float64))
+    best = F.one_hot(plain.argmax(-1), 7).double()  # (2, 3, 7)
+    torch.testing.assert_close(sharp, best, atol=1e-6, rtol=0)
+    assert plain.max() / plain.min() <= torch.e ** 2 + 1e-9  # cosines in [-1, 1]: never sharper than e^2 : 1
+    model = MANN(6, 3, controller=8, slots=10, width=4, heads=2, key_strength=True)
+    assert model.beta.out_features == 2
+    logits = model(torch.rand(2, 5, 6), offset_labels(torch.randint(0, 3, (2, 5)), 3))
+    logits.sum().backward()
+    assert model.beta.weight.grad.abs().sum() > 0  # the strength is learned

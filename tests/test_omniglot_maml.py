@@ -1,5 +1,6 @@
 """The MAML family on the image path (mapping.experiments.omniglot_maml): exact meta-gradients of Conv-4 under each
 batch-norm policy, transductive and per-query evaluation, the widened head for Lake's runs, the reproduce target."""
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -143,8 +144,10 @@ def test_reproduce_omniglot_maml_smoke(tmp_path, monkeypatch):
     for method in ("maml", "fomaml", "anil"):
         for key in ("acc", "per_query/acc"):
             assert 0 <= metrics[f"{method}/5w1s/{key}"] <= 100
-        assert metrics[f"{method}/5w1s/ci95"] > 0 and 0 <= metrics[f"{method}/5w1s/lake20/error"] <= 100
-        assert metrics[f"{method}/5w1s/iterations"] == 3
+        assert metrics[f"{method}/5w1s/ci95"] > 0 and 0 <= metrics[f"{method}/5w1s/lake/error"] <= 100
+        assert metrics[f"{method}/5w1s/lake/runs"] == 12  # the 1200-character split trains on 8 of Lake's runs
+        assert metrics[f"{method}/5w1s/iterations"] == 3 and metrics[f"{method}/5w1s/train_seconds"] > 0
+        assert 0 <= metrics[f"{method}/5w1s/q5/acc"] <= 100 and 0 <= metrics[f"{method}/5w1s/q5/per_query/acc"] <= 100
     assert [r["method"] for r in record["config"]["runs"]] == ["maml", "fomaml", "anil"]
     with pytest.raises(SystemExit):
         reproduce(["omniglot-metric", "--iterations", "3", "--out", str(tmp_path)])
@@ -164,3 +167,59 @@ def test_reproduce_omniglot_mann_smoke(tmp_path, monkeypatch):
             assert 0 <= metrics[f"{model}/acc/{i}"] <= 100
         assert len(record["curves"][model]) == record["config"]["iterations"]
     assert record["config"]["size"] == 20
+
+
+@pytest.mark.parametrize("bn", ["batch", "none"])
+def test_reptile_adam_inner_loop_is_the_same_vmapped_and_looped_on_conv4(bn):
+    """Reptile's inner Adam through Conv-4 (per-call batch statistics routed to primitive ops under vmap) gives
+    the same adapted weights and adaptation curve whether the tasks are vmapped or looped, in float64. With batch
+    norm the convolution biases have an exact gradient of zero (the norm removes them); Adam divides their rounding
+    noise (1e-17) by its own size plus eps, so those entries move by up to about 1e-9 differently in the two
+    executions: hence an absolute tolerance of 1e-8 there, a millionth of a step of size 0.01."""
+    from mapping.meta import Reptile
+    model, batch = conv4(bn), image_tasks()
+    runs = {e: Reptile(model, alpha=0.01, steps=3, inner="adam", execution=e, chunk_size=2) for e in ("chunk", "loop")}
+    fast = {e: r.adapted(batch.support_x, batch.support_y, F.cross_entropy)[0] for e, r in runs.items()}
+    for k in fast["loop"]:
+        tol = 1e-8 if bn == "batch" and k.endswith("conv.bias") else 1e-12
+        torch.testing.assert_close(fast["chunk"][k], fast["loop"][k], rtol=1e-10, atol=tol)
+    curve = runs["chunk"].adaptation_curve(batch, F.cross_entropy, 3)  # (3, 4)
+    before = torch.stack([F.cross_entropy(model(batch.query_x[t]), batch.query_y[t]) for t in range(3)])
+    torch.testing.assert_close(curve[:, 0], before.detach())
+    assert curve.shape == (3, 4)
+
+
+def test_reptile_config_takes_nichols_settings():
+    config = om.MamlConfig.for_mode("reptile", mode="full")
+    assert (config.alpha, config.steps, config.test_steps, config.meta_lr, config.meta_batch) == (1e-3, 5, 50, 1.0, 5)
+    assert isinstance(om.build(config), __import__("mapping").meta.Reptile) and om.build(config).inner == "adam"
+
+
+def test_side_by_side_reads_each_family_from_its_record_and_says_what_is_missing():
+    from mapping.experiments import families
+    metric = {"metrics": {"protonet/5w1s/acc": 98.2, "protonet/5w1s/ci95": 0.2, "protonet/train_seconds": 1200.0}}
+    maml = {"config": {"runs": [dataclasses.asdict(om.MamlConfig(method="anil"))]},
+            "metrics": {"anil/5w1s/acc": 90.0, "anil/5w1s/ci95": 1.0, "anil/5w1s/per_query/acc": 88.0,
+                        "anil/5w1s/per_query/ci95": 1.5, "anil/5w1s/train_seconds": 3000.0}}
+    headers, rows = families.side_by_side(metric, maml, None)
+    table = {(r[0] or "same", r[1]): r for r in rows}
+    assert table["metric-based", "Prototypical Networks"][2:5] == ["98.2 ± 0.2", "5-way 1-shot", "20"]
+    assert table["optimization-based", "ANIL"][2] == "90.0 ± 1.0" and table["optimization-based", "ANIL"][4] == "50"
+    assert "on the head" in table["optimization-based", "ANIL"][5]
+    assert table["same", "ANIL, one query at a time"][2] == "88.0 ± 1.5"
+    assert table["metric-based", "Matching Networks"][2] == "—"
+    assert table["model-based", "(no stored omniglot_mann record)"][2] == "—"
+    assert len(headers) == len(rows[0])
+
+
+def test_unseen_runs_leave_out_every_run_with_a_trained_drawing():
+    from mapping.data.lake import LakeRuns, unseen_runs
+    g = torch.Generator().manual_seed(0)
+    runs = LakeRuns(torch.rand(4, 3, 5, 5, generator=g), torch.rand(4, 3, 5, 5, generator=g),
+                    torch.arange(3).repeat(4, 1))
+    seen = torch.rand(10, 2, 5, 5, generator=g)  # (classes, drawings, H, W)
+    seen[3, 1] = runs.training[1, 2]  # a support drawing of run 1 ...
+    seen[7, 0] = runs.test[3, 0]  # ... and a test drawing of run 3 were trained on
+    assert unseen_runs(runs, seen).tolist() == [True, False, True, False]
+    kept = runs.subset(unseen_runs(runs, seen))
+    assert kept.num_runs == 2 and torch.equal(kept.test[1], runs.test[2])

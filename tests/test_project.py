@@ -1,4 +1,5 @@
 """The project's promises about itself: set-up files agree, the README's example and commands hold."""
+import math
 import re
 import sys
 try:
@@ -91,6 +92,16 @@ def test_readme_transfer_example_adapts_without_target_labels(capsys):
     exec(compile(readme_block("Use `mapping` in your own code", 3), "README.md", "exec"), {"__name__": "readme"})
     accuracy = float(re.search(r"target accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
     assert accuracy >= 0.9
+
+
+def test_readme_mann_example_runs_as_printed(capsys):
+    """The MANN example: one episode batch through the memory, a finite loss near chance before training and
+    gradients in every weight."""
+    scope = {"__name__": "readme"}
+    exec(compile(readme_block("Use `mapping` in your own code", 4), "README.md", "exec"), scope)
+    loss = float(re.search(r"loss ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert abs(loss - math.log(5)) < 0.1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in scope["mann"].parameters())
 
 
 def test_notebooks_are_committed_without_outputs():

@@ -108,3 +108,21 @@ def test_fewer_iterations_than_the_checkpoint_holds_is_refused_and_loses_nothing
     assert path.read_bytes() == before
     again = train(step, 6, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
     assert len(again["train"]) == 6  # the finished run is returned as saved
+
+
+def test_training_seconds_add_up_over_a_resumed_run(tmp_path):
+    """history["seconds"] counts the time spent in the iterations, and a resumed run adds the earlier part's."""
+    import time
+    model, opt, gen, step = make_run()
+
+    def slow(it):
+        time.sleep(0.01)
+        return step(it)
+    path = tmp_path / "run.pt"
+    first = train(slow, 20, state={"m": model, "o": opt, "g": gen}, checkpoint=path, checkpoint_every=5,
+                  progress=False)
+    assert 0.2 <= first["seconds"] < 5
+    resumed = train(slow, 30, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
+    assert first["seconds"] + 0.1 <= resumed["seconds"] < first["seconds"] + 5
+    again = train(slow, 30, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
+    assert again["seconds"] == resumed["seconds"]  # nothing left to do: the stored time, unchanged

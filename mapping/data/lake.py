@@ -40,6 +40,10 @@ class LakeRuns:
     def num_runs(self) -> int:
         return self.training.shape[0]
 
+    def subset(self, keep: Tensor) -> "LakeRuns":
+        """The runs where ``keep`` (a ``(runs,)`` bool mask or indices) selects them."""
+        return LakeRuns(self.training[keep], self.test[keep], self.labels[keep])
+
 
 @dataclass(frozen=True)
 class LakeResult:
@@ -108,6 +112,20 @@ def nearest_neighbour(embed: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Te
     return classify
 
 
+def unseen_runs(runs: LakeRuns, images: Tensor, tol: float = 1e-3) -> Tensor:
+    """``(runs,)`` bool: True for the runs none of whose 40 drawings is among ``images (..., H, W)`` (a training
+    set), compared pixel by pixel (Euclidean distance below ``tol``). Lake's runs are drawings of the evaluation
+    set, so a split that trains on evaluation characters (the 1200-character split trains on the first 236 of
+    them) has seen some runs; score a model on the others."""
+    seen = images.reshape(-1, images.shape[-2] * images.shape[-1])  # (N, H * W)
+    drawings = torch.cat([runs.training, runs.test], 1).flatten(2)  # (runs, 2 * ways, H * W)
+    found = torch.zeros(drawings.shape[:2], dtype=torch.bool)  # (runs, 2 * ways)
+    for start in range(0, len(seen), 4096):
+        near = torch.cdist(drawings.flatten(0, 1), seen[start:start + 4096]).min(1).values  # (runs * 2 * ways,)
+        found |= (near < tol).view(found.shape)
+    return ~found.any(1)  # (runs,)
+
+
 def evaluate_lake(classify: Callable[[Tensor, Tensor], Tensor] | None = None, *,
                   embed: Callable[[Tensor], Tensor] | None = None, runs: LakeRuns | None = None,
                   root: str | os.PathLike | None = None, device: torch.device | str | None = None) -> LakeResult:
@@ -137,4 +155,4 @@ def evaluate_lake(classify: Callable[[Tensor, Tensor], Tensor] | None = None, *,
     return LakeResult(100.0 * wrong.mean().item(), 100.0 * wrong.mean(dim=1), predictions)
 
 
-__all__ = ["LakeResult", "LakeRuns", "evaluate_lake", "load_lake_runs", "nearest_neighbour"]
+__all__ = ["LakeResult", "LakeRuns", "evaluate_lake", "load_lake_runs", "nearest_neighbour", "unseen_runs"]

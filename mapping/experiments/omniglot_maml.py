@@ -13,9 +13,11 @@ MAML's code does. At test time that makes a query's prediction depend on the oth
 query. The support set is always normalised with its own statistics while adapting.
 
 Methods: ``maml`` (second order), ``fomaml`` (first order), ``anil`` (inner loop on the head only, Raghu et al.
-2020), ``metasgd`` (a learned rate per parameter, Li et al. 2017) and ``reptile`` (Nichol et al. 2018: SGD on the
-support and query images of each task, outer Adam on ``theta - mean theta'``; their own setup uses Adam in the
-inner loop, not reproduced here).
+2020), ``metasgd`` (a learned rate per parameter, Li et al. 2017) and ``reptile`` (Nichol et al. 2018, with their
+Omniglot settings, :data:`REPTILE`: five inner Adam steps with ``beta1 = 0`` on the support and query images of a
+task together (10 per class), five tasks per meta-batch, an outer SGD step on ``theta - mean theta'`` whose size
+falls linearly from 1 to 0, and 50 inner steps at test time; each inner step uses all of the task's images, not
+their minibatches of 10).
 """
 from __future__ import annotations
 
@@ -49,6 +51,10 @@ PAPER = {"maml": (98.7, 99.9, 95.8, 98.9), "fomaml": (98.3, 99.2, 89.4, 97.9),
          "reptile": (95.39, 98.90, 88.14, 96.65)}  # 5w1s, 5w5s, 20w1s, 20w5s; REFERENCE.md (Reptile non-transductive)
 
 
+TEST_FIELDS = ("test_tasks", "test_query", "wide_query", "test_steps")  # the fields that do not change training
+REPTILE = dict(alpha=1e-3, steps=5, test_steps=50, meta_lr=1.0, meta_batch=5, query=9)  # Nichol et al., §6, App. A
+
+
 @dataclass(frozen=True)
 class MamlConfig:
     """One meta-training run: ``iterations`` Adam steps on meta-batches of ``meta_batch`` tasks."""
@@ -64,7 +70,8 @@ class MamlConfig:
     meta_lr: float = 1e-3
     iterations: int = 6500  # about an hour on 2 CPU cores for MAML (0.51 s per meta-iteration measured)
     test_tasks: int = 600
-    test_query: int = 5  # query images per class at test time
+    test_query: int = 1  # query images per class at test time: the paper's (as many as shots), hence its batch norm
+    wide_query: int = 5  # also scored with this many per class, to show what the query batch does to batch norm
     hidden: int = 64
     chunk_size: int = 32  # tasks per vmapped chunk: the whole meta-batch (0.51 s against 1.2 s in chunks of 8)
     seed: int = 0
@@ -73,7 +80,7 @@ class MamlConfig:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         for name in ("n_way", "k_shot", "query", "meta_batch", "steps", "test_steps", "test_tasks", "test_query",
-                     "hidden", "chunk_size"):
+                     "wide_query", "hidden", "chunk_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -87,16 +94,18 @@ class MamlConfig:
     @classmethod
     def for_mode(cls, method: str = "maml", mode: str | None = None, **overrides) -> "MamlConfig":
         sizes = budget.pick(smoke=dict(iterations=4, meta_batch=4, test_tasks=8, hidden=16),
-                            quick=dict(iterations=300, test_tasks=100),
+                            quick=dict(iterations=200, test_tasks=100),
                             full={}, mode_=mode)
-        return cls(method=method, **{**sizes, **overrides})
+        own = REPTILE if method == "reptile" else {}  # Reptile's own settings, then the mode's sizes
+        return cls(method=method, **{**own, **sizes, **overrides})
 
     @classmethod
     def paper(cls, method: str, n_way: int, k_shot: int, **overrides) -> "MamlConfig":
         """Finn et al.'s setting for ``n_way``-way (5: alpha 0.4, 1 step, 32 tasks; 20: alpha 0.1, 5 steps, 16
         tasks), 60,000 iterations, ``k_shot`` queries per class."""
         five = n_way == 5
-        return cls(method=method, n_way=n_way, k_shot=k_shot, query=k_shot, alpha=0.4 if five else 0.1,
+        return cls(method=method, n_way=n_way, k_shot=k_shot, query=k_shot, test_query=k_shot,
+                   alpha=0.4 if five else 0.1,
                    steps=1 if five else 5, test_steps=3 if five else 5, meta_batch=32 if five else 16,
                    iterations=60_000, **overrides)
 
@@ -107,7 +116,7 @@ def build(config: MamlConfig, device: torch.device | str = "cpu") -> nn.Module:
     model = Conv4(config.n_way, hidden=config.hidden, bn="batch", strided=True).to(device)
     kw = dict(alpha=config.alpha, steps=config.steps, execution="chunk", chunk_size=config.chunk_size)
     if config.method == "reptile":
-        return Reptile(model, use_query=True, **kw)
+        return Reptile(model, use_query=True, inner="adam", **kw)
     cls = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD}[config.method]
     return cls(model, **kw)
 
@@ -118,20 +127,26 @@ def fit(config: MamlConfig, train_split, device: torch.device | str = "cpu", che
     learner = build(config, device)
     sampler = train_split.sampler(config.n_way, config.k_shot, config.query)
     tasks = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(learner.parameters(), lr=config.meta_lr)
+    reptile = config.method == "reptile"
+    optimizer = (torch.optim.SGD if reptile else torch.optim.Adam)(learner.parameters(), lr=config.meta_lr)
+    # Reptile's outer step size falls linearly to 0 over the run; the others keep Adam's rate
+    anneal = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: 1 - it / max(1, config.iterations) if reptile else 1.0)
 
     def step(_: int) -> dict[str, float]:
         batch = sampler.sample(config.meta_batch, tasks).to(device)
         optimizer.zero_grad(set_to_none=True)
-        if config.method == "reptile":
+        if reptile:
             loss = learner.meta_grad(batch, F.cross_entropy)
         else:
             loss, _ = learner.meta_loss(batch, F.cross_entropy)
             loss.backward()  # the chunked execution hands over gradients it computed chunk by chunk
         optimizer.step()
+        anneal.step()
         return {"loss": loss.item()}
 
-    history = train(step, config.iterations, state={"learner": learner, "optimizer": optimizer, "tasks": tasks},
+    history = train(step, config.iterations, state={"learner": learner, "optimizer": optimizer, "anneal": anneal,
+                                                    "tasks": tasks},
                     checkpoint=checkpoint, checkpoint_every=500, desc=LABELS[config.method], progress=progress,
                     log_every=max(1, config.iterations // 200))
     return learner, history
@@ -163,9 +178,12 @@ def classify_batch(learner: nn.Module, batch: TaskBatch, steps: int, evaluations
     forward, params = learner._forward, {k: v.detach() for k, v in learner.params().items()}
     alpha = learner.alpha if isinstance(learner.alpha, float) else {k: v.detach() for k, v in learner.alpha.items()}
     with torch.enable_grad():  # the inner gradients; nothing is kept
-        fast, _, _ = batched_inner_loop(forward, F.cross_entropy, params, batch.support_x, batch.support_y,
-                                        steps=steps, alpha=alpha, first_order=True, adapt=learner.adapt_names,
-                                        execution="chunk", chunk_size=learner.chunk_size)
+        if isinstance(learner, Reptile):  # its own inner optimizer
+            fast, _ = learner.adapted(batch.support_x, batch.support_y, F.cross_entropy, steps)
+        else:
+            fast, _, _ = batched_inner_loop(forward, F.cross_entropy, params, batch.support_x, batch.support_y,
+                                            steps=steps, alpha=alpha, first_order=True, adapt=learner.adapt_names,
+                                            execution="chunk", chunk_size=learner.chunk_size)
     fast = {k: v.detach() for k, v in fast.items()}
     out = {}
     with primitive_norms():
@@ -184,20 +202,24 @@ def accuracy(learner: nn.Module, batch: TaskBatch, steps: int, evaluations=EVALU
 
 def evaluate(learner: nn.Module, config: MamlConfig, test_split, device: torch.device | str = "cpu",
              chunk: int = 50) -> dict[str, float]:
-    """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` (transductive, as MAML's code) and ``/per_query/acc`` and
-    ``/per_query/ci95`` (non-transductive), in %, over ``test_tasks`` tasks of the test characters."""
-    sampler = test_split.sampler(config.n_way, config.k_shot, config.test_query)
-    generator = torch.Generator().manual_seed(10_000 + config.seed)
-    parts: dict[str, list[Tensor]] = {e: [] for e in EVALUATIONS}
-    for start in range(0, config.test_tasks, chunk):
-        batch = sampler.sample(min(chunk, config.test_tasks - start), generator).to(device)
-        for e, acc in accuracy(learner, batch, config.test_steps).items():
-            parts[e].append(acc.cpu())
+    """Accuracy in % over ``test_tasks`` tasks of the test characters, with a 95% CI: ``"{method}/{n}w{k}s/acc"``
+    and ``/ci95`` (``test_query`` queries per class, transductive, as MAML's code), ``/per_query/acc`` and
+    ``/per_query/ci95`` (the same tasks, one query at a time); the same four under ``/q{wide_query}/`` for tasks
+    with ``wide_query`` queries per class (omitted when it equals ``test_query``)."""
     metrics = {}
-    for e, values in parts.items():
-        mean, ci = mean_ci95(100 * torch.cat(values))
-        key = f"{config.method}/{config.setting}" + ("" if e == "transductive" else f"/{e}")
-        metrics[f"{key}/acc"], metrics[f"{key}/ci95"] = mean.item(), ci.item()
+    for q in dict.fromkeys((config.test_query, config.wide_query)):
+        sampler = test_split.sampler(config.n_way, config.k_shot, q)
+        generator = torch.Generator().manual_seed(10_000 + config.seed)
+        parts: dict[str, list[Tensor]] = {e: [] for e in EVALUATIONS}
+        for start in range(0, config.test_tasks, chunk):
+            batch = sampler.sample(min(chunk, config.test_tasks - start), generator).to(device)
+            for e, acc in accuracy(learner, batch, config.test_steps).items():
+                parts[e].append(acc.cpu())
+        for e, values in parts.items():
+            mean, ci = mean_ci95(100 * torch.cat(values))
+            key = f"{config.method}/{config.setting}" + ("" if q == config.test_query else f"/q{q}") \
+                + ("" if e == "transductive" else f"/{e}")
+            metrics[f"{key}/acc"], metrics[f"{key}/ci95"] = mean.item(), ci.item()
     return metrics
 
 
@@ -219,14 +241,22 @@ def widen_head(learner: nn.Module, n_way: int) -> nn.Module:
             for k, r in zip(wide.rate_names, wide.rates):
                 r.copy_(rates[k] if rates[k].shape == r.shape else rates[k].mean(0, keepdim=True).expand_as(r))
         return wide
+    if isinstance(learner, Reptile):
+        return Reptile(model, use_query=learner.use_query, inner=learner.inner, betas=learner.betas, **kw)
     return type(learner)(model, **kw)
 
 
-def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", root=None) -> float:
-    """Lake et al. 2015's 20-way within-alphabet one-shot error (%): adapt a 20-way head (:func:`widen_head`) for
-    ``steps`` inner steps to the run's 20 drawings, then classify its 20 test drawings (``evaluation`` as in
-    :func:`predict`)."""
-    from ..data import evaluate_lake
+def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", root=None,
+               seen: Tensor | None = None) -> tuple[float, int]:
+    """Lake et al. 2015's 20-way within-alphabet one-shot error (%) and the number of runs it is over: adapt a
+    20-way head (:func:`widen_head`) for ``steps`` inner steps to a run's 20 drawings, then classify its 20 test
+    drawings (``evaluation`` as in :func:`predict`). With ``seen`` (the training images), only the runs none of
+    whose drawings were trained on (:func:`mapping.data.lake.unseen_runs`)."""
+    from ..data import evaluate_lake, load_lake_runs
+    from ..data.lake import unseen_runs
+    runs = load_lake_runs(root)
+    if seen is not None:
+        runs = runs.subset(unseen_runs(runs, seen))
     wide = None
 
     def classify(support: Tensor, query: Tensor) -> Tensor:  # (20, 1, 28, 28) each
@@ -235,27 +265,30 @@ def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", ro
         labels = torch.arange(support.shape[0], device=support.device)  # (20,)
         batch = TaskBatch(support[None], labels[None], query[None], labels[None])
         return classify_batch(wide, batch, steps, evaluation)[0]  # (20,)
-    return evaluate_lake(classify, root=root, device=next(learner.parameters()).device).error
+    return evaluate_lake(classify, runs=runs, device=next(learner.parameters()).device).error, runs.num_runs
 
 
 def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
             progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
-    """Meta-train and test one config: the metrics of :func:`evaluate`; ``train_seconds``, ``eval_seconds``,
-    ``adapt_ms`` (milliseconds to adapt to one test task and classify its queries, per evaluation); Lake's 20-run
-    error ``lake20/error`` (per query) and ``lake20/transductive/error``."""
+    """Meta-train and test one config: the metrics of :func:`evaluate`; ``train_seconds`` (over every resumed
+    part), ``eval_seconds``; Lake's one-shot error on the runs the split never trained on, ``lake/error`` (per query)
+    and ``lake/transductive/error``, and how many runs that is, ``lake/runs``.
+    The checkpoint's name depends on the training fields only, so a run with other test settings resumes it."""
     data = data if data is not None else vinyals_split()
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    training = {k: v for k, v in asdict(config).items() if k not in TEST_FIELDS}  # a new test reuses the training
+    key = hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
     name = f"{config.method}/{config.setting}"
     ckpt = Path(checkpoint_dir) / f"omniglot-maml-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
-    tic = time.perf_counter()
-    learner, _ = fit(config, data["train"], device, ckpt, progress)
-    metrics = {f"{name}/train_seconds": time.perf_counter() - tic, f"{name}/iterations": config.iterations}
+    learner, history = fit(config, data["train"], device, ckpt, progress)
+    metrics = {f"{name}/train_seconds": history["seconds"], f"{name}/iterations": config.iterations}
     tic = time.perf_counter()
     metrics.update(evaluate(learner, config, data["test"], device))
     metrics[f"{name}/eval_seconds"] = time.perf_counter() - tic
-    metrics[f"{name}/adapt_ms"] = 1000 * metrics[f"{name}/eval_seconds"] / config.test_tasks / len(EVALUATIONS)
-    metrics[f"{name}/lake20/error"] = lake_error(learner, config.test_steps, "per_query")
-    metrics[f"{name}/lake20/transductive/error"] = lake_error(learner, config.test_steps, "transductive")
+    seen = data["train"].images[data["train"].rotation == 0]  # (characters, 20, H, W) the unrotated training images
+    for evaluation in EVALUATIONS:
+        part = "" if evaluation == "per_query" else f"/{evaluation}"
+        error, runs = lake_error(learner, config.test_steps, evaluation, seen=seen)
+        metrics[f"{name}/lake{part}/error"], metrics[f"{name}/lake/runs"] = error, runs
     return metrics
 
 

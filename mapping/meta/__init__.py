@@ -10,12 +10,14 @@ from .mann import MANN, LSTMLearner, cosine_read_weights, least_used, write_weig
 from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
 from .metric import (FullContextEmbedding, MatchingNetwork, MetricLearner, PrototypicalNetwork, cosine_attention,
                      infer_n_way, matching_log_probs, protonet_logits, prototypes, squared_distances)
-from .reptile import Reptile, adapted_params, article_reptile_update, reptile_direction, reptile_update
+from .reptile import (INNER, Reptile, adam_adapted_params, adapted_params, article_reptile_update,
+                      reptile_direction, reptile_update)
 from .siamese import (REDUCTIONS, SiameseNetwork, class_scores, pairs_from_batch, pairwise_siamese_logits,
                       sample_pairs, siamese_logits)
 
 __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML", "GRANULARITIES", "Learner", "MAML",
-           "MetaLearner", "MetaSGD", "Precomputed", "Reptile", "adaptation_curve", "adapted_params",
+           "INNER", "MetaLearner", "MetaSGD", "Precomputed", "Reptile", "adam_adapted_params", "adaptation_curve",
+           "adapted_params",
            "article_reptile_update",
            "batched_inner_loop", "check_finite_inner", "checked_loss", "chunked_mean", "exact_gradients",
            "expected_gradients", "flat_loss", "functional", "inner_curvature", "inner_loop", "maml_loss",

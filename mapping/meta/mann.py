@@ -24,10 +24,12 @@ from torch import Tensor, nn
 EPS = 1e-8
 
 
-def cosine_read_weights(keys: Tensor, memory: Tensor) -> Tensor:
-    """Eqs. (2)-(3): ``softmax_i cos(k_h, M(i))`` for keys ``(B, H, D)`` and memory ``(B, N, D)``: ``(B, H, N)``."""
+def cosine_read_weights(keys: Tensor, memory: Tensor, strength: Tensor | None = None) -> Tensor:
+    """Eqs. (2)-(3): ``softmax_i cos(k_h, M(i))`` for keys ``(B, H, D)`` and memory ``(B, N, D)``: ``(B, H, N)``.
+    With ``strength`` ``(B, H, 1)`` the cosines are multiplied by it first (the key strength of the neural Turing
+    machine's content addressing, Graves et al. 2014, eq. 5)."""
     sim = F.normalize(keys, dim=-1, eps=EPS) @ F.normalize(memory, dim=-1, eps=EPS).transpose(1, 2)  # (B, H, N)
-    return sim.softmax(-1)
+    return (sim if strength is None else strength * sim).softmax(-1)
 
 
 def least_used(usage: Tensor, n: int) -> Tensor:
@@ -47,10 +49,15 @@ def write_weights(gate: Tensor, read_prev: Tensor, least_used_prev: Tensor) -> T
 class MANN(nn.Module):
     """``MANN(inputs, n_way)(x, y_prev)``: ``x (B, T, inputs)``, ``y_prev (B, T, n_way)`` one-hot labels offset by
     one step -> logits ``(B, T, n_way)``. Sizes as in the paper's Omniglot experiments: controller 200, memory
-    128 x 40, 4 read heads, usage decay ``gamma`` 0.95."""
+    128 x 40, 4 read heads, usage decay ``gamma`` 0.95.
+
+    Read weights are a softmax of cosines in ``[-1, 1]``, so they can never be sharper than ``e^2 : 1`` between the
+    best and the worst slot. ``key_strength=True`` lets the controller emit a strength ``beta_t = 1 + softplus(.)``
+    per head that multiplies the cosines (the neural Turing machine's, Graves et al. 2014, eq. 5; not in Santoro
+    et al.'s equations)."""
 
     def __init__(self, inputs: int, n_way: int, controller: int = 200, slots: int = 128, width: int = 40,
-                 heads: int = 4, gamma: float = 0.95) -> None:
+                 heads: int = 4, gamma: float = 0.95, key_strength: bool = False) -> None:
         super().__init__()
         for name, value in (("inputs", inputs), ("n_way", n_way), ("controller", controller), ("slots", slots),
                             ("width", width), ("heads", heads)):
@@ -64,6 +71,7 @@ class MANN(nn.Module):
         self.cell = nn.LSTMCell(inputs + n_way + heads * width, controller)
         self.key = nn.Linear(controller, heads * width)  # k_t per head
         self.alpha = nn.Linear(controller, heads)  # write gate per head
+        self.beta = nn.Linear(controller, heads) if key_strength else None  # key strength per head
         self.out = nn.Linear(controller + heads * width, n_way)
 
     def forward(self, x: Tensor, y_prev: Tensor, trace: list | None = None) -> Tensor:
@@ -85,7 +93,8 @@ class MANN(nn.Module):
             write_w = write_weights(gate, read_w, least_used(usage, self.heads))  # (B, H, N)
             memory = memory * (1 - least_used(usage, 1))[..., None]  # zero the least-used slot
             memory = memory + write_w.transpose(1, 2) @ keys  # (B, N, D) eq. (8)
-            read_w = cosine_read_weights(keys, memory)  # (B, H, N)
+            beta = None if self.beta is None else 1 + F.softplus(self.beta(h))[..., None]  # (B, H, 1)
+            read_w = cosine_read_weights(keys, memory, beta)  # (B, H, N)
             reads = read_w @ memory  # (B, H, D) eq. (4)
             usage = self.gamma * usage + read_w.sum(1) + write_w.sum(1)  # (B, N) eq. (5)
             if trace is not None:

@@ -8,16 +8,27 @@ The article's §3.2.2 writes ``g = mean(theta - theta'_i)`` and ``theta <- theta
 from the adapted weights (erratum 1 in the book); :func:`article_reptile_update` keeps that form only so the
 book can show it diverge. :meth:`Reptile.meta_grad` stores ``theta - mean theta'`` in ``.grad`` so that any
 ``torch.optim`` optimizer takes the step (plain SGD with ``lr=beta`` reproduces the update above exactly).
+
+The inner loop is plain SGD (``inner="sgd"``, the algorithm as written) or Adam (``inner="adam"``, Kingma & Ba
+2015, Algorithm 1, with ``beta1 = 0`` as in Reptile's own Omniglot and Mini-ImageNet runs, §6 and Appendix A),
+started with zero moments for every task (Reptile's code keeps Adam's second moments from task to task, an
+implementation detail not reproduced here).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from torch.func import grad_and_value, vmap
+
 from ..data.tasks import TaskBatch
+from ..nn.norms import primitive_norms
 from .checks import check_finite_inner
-from .functional import DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, batched_inner_loop
+from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, _autograd_grad_and_value,
+                         batched_inner_loop, validate_inner)
 from .maml import MetaLearner
+
+INNER = ("sgd", "adam")
 
 
 def adapted_params(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
@@ -34,6 +45,47 @@ def adapted_params(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor,
                                             first_order=True, execution=execution, chunk_size=chunk_size)
     check_finite_inner(inner)
     return fast, inner
+
+
+def adam_adapted_params(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
+                        lr: float, betas: tuple[float, float] = (0.0, 0.999), eps: float = 1e-8,
+                        execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> tuple[Params, Tensor]:
+    """``theta'_i`` for every task after ``steps`` Adam steps (Kingma & Ba 2015, Algorithm 1, zero moments at the
+    start of each task) on ``(x, y)`` of shape ``(tasks, shots, ...)``: ``m <- b1 m + (1 - b1) g``,
+    ``v <- b2 v + (1 - b2) g^2``, ``theta' <- theta' - lr m_hat / (sqrt(v_hat) + eps)``. No graph is kept.
+    Returns ``{name: (tasks, *shape)}`` and the inner losses ``(tasks, steps)``."""
+    validate_inner(forward, params, x, y, None, None, steps=steps, alpha=lr, adapt=None, execution=execution,
+                   chunk_size=chunk_size)
+    b1, b2 = betas
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def one_task(xt: Tensor, yt: Tensor, grad_value) -> tuple[Params, Tensor]:
+        fast = dict(detached)
+        m = {k: torch.zeros_like(v) for k, v in fast.items()}
+        v2 = {k: torch.zeros_like(v) for k, v in fast.items()}
+        losses = []
+        for t in range(1, steps + 1):
+            g, loss = grad_value(lambda p: loss_fn(forward(p, xt), yt))(fast)
+            m = {k: b1 * m[k] + (1 - b1) * g[k] for k in fast}
+            v2 = {k: b2 * v2[k] + (1 - b2) * g[k] ** 2 for k in fast}
+            fast = {k: fast[k] - lr * (m[k] / (1 - b1 ** t)) / ((v2[k] / (1 - b2 ** t)).sqrt() + eps) for k in fast}
+            losses.append(loss.detach())
+        return fast, torch.stack(losses) if losses else xt.new_zeros(0)
+
+    if execution == "loop":
+        parts = [one_task(x[t], y[t], lambda f: _autograd_grad_and_value(f, create=False))
+                 for t in range(x.shape[0])]
+        fast = {k: torch.stack([p[0][k] for p in parts]) for k in detached}
+        inner = torch.stack([p[1] for p in parts])
+    else:
+        size = x.shape[0] if execution == "vmap" else chunk_size
+        with primitive_norms(), torch.no_grad():
+            parts = [vmap(lambda a, b: one_task(a, b, grad_and_value))(x[s:s + size], y[s:s + size])
+                     for s in range(0, x.shape[0], size)]
+        fast = {k: torch.cat([p[0][k] for p in parts]) for k in detached}
+        inner = torch.cat([p[1] for p in parts])
+    check_finite_inner(inner)
+    return fast, inner  # {name: (tasks, *shape)}, (tasks, steps)
 
 
 def reptile_direction(params: Params, adapted: Params) -> Params:
@@ -61,15 +113,47 @@ class Reptile(MetaLearner):
     >>> learner = reptile.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # as for MAML
 
     ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone`` (first-order: Reptile has no
-    Hessian term) and ``adaptation_curve`` come from :class:`~mapping.meta.MetaLearner`.
+    Hessian term) comes from :class:`~mapping.meta.MetaLearner` and adapts by SGD steps whatever ``inner`` is;
+    :meth:`adapted` and :meth:`adaptation_curve` use the inner optimizer (``inner="adam"``: Adam with ``betas``).
     """
 
     first_order = True
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True, *,
+                 inner: str = "sgd", betas: tuple[float, float] = (0.0, 0.999),
                  execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> None:
         super().__init__(module, alpha, steps, execution, chunk_size)
-        self.use_query = use_query
+        if inner not in INNER:
+            raise ValueError(f"inner must be one of {INNER} (the inner loop's optimizer), got {inner!r}")
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {betas!r}")
+        self.use_query, self.inner, self.betas = use_query, inner, tuple(betas)
+
+    def adapted(self, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int | None = None) -> tuple[Params, Tensor]:
+        """The adapted weights of every task, ``{name: (tasks, *shape)}``, after ``steps`` (default ``self.steps``)
+        inner steps of the inner optimizer on ``loss_fn`` of ``x, y`` (``(tasks, shots, ...)``), and the inner
+        losses ``(tasks, steps)``."""
+        steps = self.steps if steps is None else steps
+        kw = dict(steps=steps, execution=self.execution, chunk_size=self.chunk_size)
+        if self.inner == "adam":
+            return adam_adapted_params(self._forward, loss_fn, self.params(), x, y, lr=self.inner_alpha,
+                                       betas=self.betas, **kw)
+        return adapted_params(self._forward, loss_fn, self.params(), x, y, alpha=self.alpha, **kw)
+
+    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
+                         check: bool = True) -> Tensor:
+        """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, with the inner optimizer."""
+        if self.inner == "sgd":
+            return super().adaptation_curve(batch, loss_fn, steps, alpha, check)
+        forward = vmap(lambda p, x: self._forward(p, x))
+        curve = []
+        for s in range(steps + 1):
+            fast, _ = self.adapted(batch.support_x, batch.support_y, loss_fn, s)
+            with torch.no_grad(), primitive_norms():
+                out = forward(fast, batch.query_x)  # (tasks, q, ...)
+                curve.append(vmap(loss_fn)(out, batch.query_y))  # (tasks,)
+        return torch.stack(curve, 1)  # (tasks, steps + 1)
 
     def meta_grad(self, batch: TaskBatch, loss_fn: LossFn) -> Tensor:
         """Set each parameter's ``.grad`` to ``theta - mean_i theta'_i``; return the mean first inner loss.
@@ -83,12 +167,11 @@ class Reptile(MetaLearner):
             x = torch.cat([x, batch.query_x], 1)  # (tasks, support + query, ...)
             y = torch.cat([y, batch.query_y], 1)
         params = self.params()
-        adapted, inner = adapted_params(self._forward, loss_fn, params, x, y, steps=self.steps, alpha=self.alpha,
-                                        execution=self.execution, chunk_size=self.chunk_size)
+        adapted, inner = self.adapted(x, y, loss_fn)
         direction = reptile_direction(params, adapted)
         for k, p in params.items():
             p.grad = -direction[k]
         return inner[:, 0].mean() if inner.numel() else x.new_zeros(())
 
 
-__all__ = ["Reptile", "adapted_params", "article_reptile_update", "reptile_direction", "reptile_update"]
+__all__ = ["INNER", "Reptile", "adam_adapted_params", "adapted_params", "article_reptile_update", "reptile_direction", "reptile_update"]

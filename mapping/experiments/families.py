@@ -1,0 +1,78 @@
+"""The three families of meta-learning side by side on Omniglot's 1200/423 split (the book's chapter 2.1).
+
+Everything comes from the stored records (``results/omniglot_metric.json``, ``omniglot_maml.json``,
+``omniglot_mann.json``) and, for the adaptation cost, from a measurement on the reader's machine
+(:func:`adaptation_ms`). The accuracies are not all of one kind, and the table says so: metric- and
+optimization-based methods answer 5-way 1-shot episodes (one labelled drawing of each of 5 new characters, then
+queries); the memory-augmented network is scored at the 2nd presentation of a character in a 5-way sequence,
+after it has seen one labelled drawing of that character (Santoro et al. 2016, Table 1).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..report import fmt
+from ..timing import time_interleaved
+from .omniglot_maml import LABELS as MAML_LABELS
+from .omniglot_mann import LABELS as MANN_LABELS
+from .omniglot_metric import LABELS as METRIC_LABELS
+
+Record = Mapping[str, Any] | None
+Table = tuple[list[str], list[list[Any]]]
+HEADERS = ["family", "method", "accuracy (%)", "scored on", "meta-training (min)", "adaptation at test time"]
+
+
+def _minutes(metrics: Mapping[str, float], key: str) -> str:
+    return f"{metrics[key] / 60:.0f}" if key in metrics else "—"
+
+
+def _acc(metrics: Mapping[str, float], key: str) -> str:
+    base = key.rsplit("/", 1)[0]
+    return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), 1) if key in metrics else "—"
+
+
+def _queries(q: int) -> str:
+    return f"{q} query" if q == 1 else f"{q} queries"
+
+
+def side_by_side(metric: Record, maml: Record, mann: Record) -> Table:
+    """One row per stored method: family, method, accuracy, what it is scored on, training minutes, and what
+    adapting to a new task takes. A missing record gives rows of dashes, saying which record is missing."""
+    rows: list[list[Any]] = []
+    m = (metric or {}).get("metrics", {})
+    for method in ("protonet", "matching", "siamese"):
+        rows.append(["metric-based", METRIC_LABELS[method], _acc(m, f"{method}/5w1s/acc"), "5-way 1-shot",
+                     _minutes(m, f"{method}/train_seconds"), "one forward pass, no gradient"])
+    m = (maml or {}).get("metrics", {})
+    runs = {r["method"]: r for r in (maml or {}).get("config", {}).get("runs", [])}
+    for method, run in runs.items():
+        key = f"{method}/{run['n_way']}w{run['k_shot']}s"
+        steps = f"{run['test_steps']} gradient steps" + (" on the head" if method == "anil" else "")
+        rows.append(["optimization-based", MAML_LABELS[method], _acc(m, f"{key}/acc"),
+                     f"{run['n_way']}-way {run['k_shot']}-shot, {_queries(run['test_query'])} per class, transductive",
+                     _minutes(m, f"{key}/train_seconds"), steps])
+        rows.append(["", f"{MAML_LABELS[method]}, one query at a time", _acc(m, f"{key}/per_query/acc"),
+                     "the same tasks, non-transductive", "", steps])
+    if not runs:
+        rows.append(["optimization-based", "(no stored omniglot_maml record)", "—", "", "—", ""])
+    m = (mann or {}).get("metrics", {})
+    for model in (mann or {}).get("config", {}).get("models", []):
+        rows.append(["model-based", MANN_LABELS[model], fmt(m.get(f"{model}/acc/2"), None, 1),
+                     "2nd presentation, 5-way sequence", _minutes(m, f"{model}/train_seconds"),
+                     "one forward pass through the sequence, no gradient"])
+    if mann is None:
+        rows.append(["model-based", "(no stored omniglot_mann record)", "—", "", "—", ""])
+    return HEADERS, rows
+
+
+def adaptation_ms(fns: Mapping[str, Callable[[], object]], repeats: int = 5, block_s: float = 0.2) -> dict[str, float]:
+    """Median milliseconds per call of each ``fns[name]()`` (adapting to and answering one task), measured side by
+    side in this process (:func:`mapping.timing.time_interleaved`), without gradients kept."""
+    with torch.no_grad():
+        return time_interleaved(dict(fns), repeats, block_s)
+
+
+__all__ = ["HEADERS", "adaptation_ms", "side_by_side"]
