@@ -66,16 +66,21 @@ def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     return ax
 
 
+def smoothed(xs, ys, k: int) -> tuple[Tensor, Tensor]:
+    """The moving average of ``ys`` over windows of ``k`` points (at most all of them), against the last ``x`` of
+    each window: ``(xs', averages)``, ``len(ys) - k + 1`` points each."""
+    xs, ys = torch.as_tensor(xs, dtype=torch.float64), torch.as_tensor(ys, dtype=torch.float64)
+    k = max(1, min(k, len(ys)))
+    return xs[k - 1:], torch.nn.functional.avg_pool1d(ys[None, None], k, stride=1)[0, 0]
+
+
 def training_curve(histories: Mapping[str, Mapping], ax: Axes | None = None, smooth: int = 10,
                    title: str = "meta-training") -> Axes:
     """Training loss (moving average over ``smooth`` logged points) against iterations."""
     ax = _axes(ax)
     for label, history in histories.items():
-        its = torch.tensor([h["iteration"] for h in history["train"]], dtype=torch.float64)
-        loss = torch.tensor([h["loss"] for h in history["train"]], dtype=torch.float64)
-        k = max(1, min(smooth, len(loss)))
-        avg = torch.nn.functional.avg_pool1d(loss[None, None], k, stride=1)[0, 0]
-        ax.plot(its[k - 1:], avg, label=label)
+        ax.plot(*smoothed([h["iteration"] for h in history["train"]], [h["loss"] for h in history["train"]],
+                          smooth), label=label)
     ax.set(xlabel="iteration", ylabel="training loss", title=title, yscale="log")
     ax.legend(fontsize=8)
     return ax
