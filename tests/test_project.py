@@ -167,3 +167,22 @@ def test_every_notebook_opens_on_colab_with_the_repository_of_config():
         assert "google.colab" in first, f"{path.relative_to(ROOT)}: the first code cell must set up Colab"
         cloned = re.findall(r'"(https://github\.com/[^"]+)"', first)
         assert cloned == [url], f"{path.relative_to(ROOT)} clones {cloned}, _config.yml names {url}"
+
+
+def test_xdist_groups_tests_on_one_worker(tmp_path):
+    """``--dist loadgroup`` (our addopts) sends every ``xdist_group("book")`` test to one worker, so that the
+    book is built once per run, not once per worker: pytest 9.2 silently breaks it (pytest-xdist issue 1386)."""
+    import subprocess
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for name in "abc":
+        (tmp_path / f"test_{name}.py").write_text(
+            "import pytest\n\n"
+            "@pytest.mark.xdist_group('g')\ndef test_grouped(): pass\n\n"
+            "def test_free(): pass\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+                          "-p", "no:cacheprovider", "-p", "no:randomly"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120).stdout
+    grouped = re.findall(r"\[(gw\d)\].*PASSED test_\w\.py::test_grouped(@g)?", out)
+    assert len(grouped) == 3, out
+    assert all(suffix == "@g" for _, suffix in grouped), f"no group suffix, the grouping is lost:\n{out}"
+    assert len({worker for worker, _ in grouped}) == 1, out
