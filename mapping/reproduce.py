@@ -11,6 +11,7 @@
     python -m mapping.reproduce omniglot-maml --jobs 2 --threads 1   # MAML, first-order MAML, ANIL: 5-way 1-shot
     python -m mapping.reproduce omniglot-maml --setting paper --device cuda   # Finn et al.'s 60,000 iterations
     python -m mapping.reproduce omniglot-mann             # a memory-augmented network against an LSTM
+    python -m mapping.reproduce recognizer --model recognizer.pt   # chapter 5: a one-shot recognizer, saved
     python -m mapping.reproduce multitask                # MultiDigits (every MTL method, conv and MLP trunks, 5 seeds) and GradNorm's toy
 
 Interrupted runs resume from checkpoints in ``$MAPPING_CACHE/checkpoints``.
@@ -82,6 +83,20 @@ def omniglot_mann(args: argparse.Namespace) -> dict:
     return {"metrics": metrics, "curves": curves, "config": config_dict(config)}
 
 
+def recognizer(args: argparse.Namespace) -> dict:
+    """Chapter 5's one-shot recognizer: ProtoNets on Lake's background set, scored on his 20 runs and on an
+    invented writing system; ``--model PATH`` saves it for :meth:`Recognizer.load`."""
+    from .experiments.multitask import config_dict
+    from .experiments.recognizer import RecognizerConfig, run
+    config = RecognizerConfig.for_mode(args.mode, seed=args.seed)
+    metrics, model = run(config, device=args.device, checkpoint_dir=cache_dir("checkpoints") if args.resume else None)
+    record = {"metrics": metrics, "config": config_dict(config)}
+    if args.model:
+        record["model"] = str(model.save(args.model))
+        print(f"saved the recognizer to {record['model']}")
+    return record
+
+
 def multitask(args: argparse.Namespace) -> dict:
     from .experiments.multitask import MultitaskConfig, ToyConfig, config_dict, run_multidigits, run_toy
     config, toy = MultitaskConfig.for_mode(args.mode), ToyConfig.for_mode(args.mode)
@@ -137,6 +152,7 @@ EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinu
                                                                  "omniglot-metric": omniglot_metric,
                                                                  "omniglot-maml": omniglot_maml,
                                                                  "omniglot-mann": omniglot_mann,
+                                                                 "recognizer": recognizer,
                                                                  "multitask": multitask, "transfer": transfer}
 
 
@@ -161,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="omniglot-maml: the CPU budget (5-way 1-shot) or Finn et al.'s four settings")
     parser.add_argument("--name", default=None,
                         help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
+    parser.add_argument("--model", default=None,
+                        help="recognizer: write the trained recognizer to this file (Recognizer.load reads it)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="omniglot-metric, omniglot-maml: runs trained at once in worker processes (default 1)")
     args = parser.parse_args(argv)
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} takes a positive int and applies to omniglot-metric only")
     if args.iterations is not None and (args.experiment not in ("omniglot-maml", "omniglot-mann") or args.iterations < 1):
         parser.error("--iterations takes a positive int and applies to omniglot-maml and omniglot-mann only")
+    if args.model is not None and args.experiment != "recognizer":
+        parser.error("--model applies to the recognizer experiment only")
     record = results.provenance(args.name or args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
                                 device=args.device)
     tic = time.perf_counter()

@@ -7,6 +7,7 @@ from .multidigits import MultiDigits, digit_split, overlay
 from .multitask_toys import PAPER_SIGMAS, TEN_SIGMAS, GradNormToy, MultiTaskDataset, gradnorm_toy, toy_function
 from .moons import (SHIFT_KINDS, TEXTURE_HIGH, DomainShift, inter_twinning_moons, random_texture, rotation_matrix,
                     shift_colours, shifted_digits)
+from .glyphs import GLYPHS, draw_glyph, glyph_drawings
 from .lake import LakeResult, LakeRuns, evaluate_lake, load_lake_runs, nearest_neighbour, unseen_runs
 from .omniglot_multitask import OmniglotMultitask, drawings_and_targets, omniglot_multitask
 from .omniglot import OmniglotSplit, lake_split, load_omniglot, rotate, small_split, vinyals_split
@@ -22,4 +23,5 @@ __all__ = ["digit_split", "DomainShift", "EpisodeBatchSampler", "EpisodeCollate"
            "overlay", "PAPER_SIGMAS", "random_subsets", "random_texture", "rotate", "rotation_matrix",
            "shift_colours", "SHIFT_KINDS", "shifted_digits", "Sinusoid", "small_split", "TaskBatch",
            "TEN_SIGMAS", "TEXTURE_HIGH", "toy_function", "validate_batch", "vinyals_split",
-           "accuracy_by_instance", "episode_sequences", "offset_labels", "unseen_runs", "drawings_and_targets"]
+           "accuracy_by_instance", "episode_sequences", "offset_labels", "unseen_runs", "drawings_and_targets",
+           "GLYPHS", "draw_glyph", "glyph_drawings"]
