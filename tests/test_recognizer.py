@@ -130,6 +130,13 @@ def test_bad_calls_say_what_is_expected():
         recognizer.predict([])
 
 
+@pytest.mark.parametrize("field, value", [("episodes", -1), ("train_way", 0), ("glyph_episodes", 1),
+                                          ("hidden", 2.5), ("glyph_queries", True)])
+def test_bad_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        rz.RecognizerConfig(**{field: value})
+
+
 def test_lake_error_through_remember_and_predict_is_one_shot_nearest_neighbour():
     recognizer = fresh()
     g = torch.Generator().manual_seed(0)

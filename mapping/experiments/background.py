@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .checks import check_ints
 from .. import budget
 from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
@@ -57,10 +58,7 @@ class BackgroundConfig:
                                      for n in self.per_class):
             raise ValueError(f"per_class must be a non-empty tuple of ints in 1..60 (the source half has 60 "
                              f"digits of its rarest class), got {self.per_class!r}")
-        for name in ("steps", "transfer_steps", "batch", "min_epochs", "pretrain_epochs", "hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_ints(self, positive=("steps", "transfer_steps", "batch", "min_epochs", "pretrain_epochs", "hidden"))
 
     @classmethod
     def for_mode(cls, mode: str | None = None) -> "BackgroundConfig":

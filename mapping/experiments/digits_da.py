@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_ints
 from .. import budget
 from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..transfer import CORALLoss, DomainAdversarialLoss, DomainDiscriminator, MMDLoss
@@ -74,10 +75,7 @@ class DigitsDAConfig:
     def __post_init__(self) -> None:
         if self.kind not in SHIFT_KINDS:
             raise ValueError(f"kind must be one of {SHIFT_KINDS}, got {self.kind!r}")
-        for name in ("steps", "batch", "disc_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_ints(self, positive=("steps", "batch", "disc_hidden"))
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty tuple of {METHODS}, got {self.methods!r}")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import vmap
 
+from .checks import check_ints
 from .. import budget
 from ..data import vinyals_split
 from ..data.tasks import TaskBatch
@@ -79,13 +80,8 @@ class MamlConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        for name in ("n_way", "k_shot", "query", "meta_batch", "steps", "test_steps", "test_tasks", "test_query",
-                     "wide_query", "hidden", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {self.iterations!r}")
+        check_ints(self, positive=("n_way", "k_shot", "query", "meta_batch", "steps", "test_steps", "test_tasks",
+                                   "test_query", "wide_query", "hidden", "chunk_size"), non_negative=("iterations",))
 
     @property
     def setting(self) -> str:

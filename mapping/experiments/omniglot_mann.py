@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_ints
 from .. import budget
 from ..data import vinyals_split
 from ..data.sequences import accuracy_by_instance, episode_sequences, offset_labels
@@ -49,12 +50,8 @@ class MannConfig:
         unknown = [m for m in self.models if m not in MODELS]
         if not self.models or unknown:
             raise ValueError(f"models must be a non-empty tuple from {MODELS}, got {self.models!r}")
-        for name in ("n_way", "instances", "size", "batch", "test_episodes", "controller"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
-            raise ValueError(f"iterations must be a non-negative int, got {self.iterations!r}")
+        check_ints(self, positive=("n_way", "instances", "size", "batch", "test_episodes", "controller"),
+                   non_negative=("iterations",))
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> "MannConfig":

@@ -30,6 +30,7 @@ from ..data import evaluate_lake, glyph_drawings, load_lake_runs
 from ..meta.metric import prototypes, protonet_logits
 from ..nn import Conv4
 from ..stats import mean_ci95
+from .checks import check_ints
 from .omniglot_metric import MetricConfig, fit, load_split
 
 Drawing = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
@@ -197,6 +198,14 @@ class RecognizerConfig:
     glyph_episodes: int = 100
     glyph_queries: int = 5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ints(self, positive=("train_way", "halve_every", "hidden", "glyph_queries"),
+                   non_negative=("episodes",))
+        if isinstance(self.glyph_episodes, bool) or not isinstance(self.glyph_episodes, int) \
+                or self.glyph_episodes < 2:
+            raise ValueError(f"glyph_episodes must be an int of at least 2 (for a confidence interval), "
+                             f"got {self.glyph_episodes!r}")
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> "RecognizerConfig":
