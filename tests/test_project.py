@@ -104,6 +104,17 @@ def test_readme_mann_example_runs_as_printed(capsys):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in scope["mann"].parameters())
 
 
+def test_readme_recognizer_example_runs_as_printed(capsys, tmp_path, monkeypatch):
+    """The recognizer example: a name for each new drawing, out of the remembered ones, and a file that loads."""
+    from mapping.data import GLYPHS
+    from mapping.experiments.recognizer import Recognizer
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_block("Use `mapping` in your own code", 5), "README.md", "exec"), {"__name__": "readme"})
+    names = eval(capsys.readouterr().out)
+    assert len(names) == len(GLYPHS) and set(names) <= set(GLYPHS)
+    assert Recognizer.load(tmp_path / "my_recognizer.pt").names == list(GLYPHS)
+
+
 def test_notebooks_are_committed_without_outputs():
     import json
     for path in (ROOT / "book").rglob("*.ipynb"):
