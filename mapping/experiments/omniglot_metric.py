@@ -31,6 +31,7 @@ LABELS = {"protonet": "Prototypical Networks", "matching": "Matching Networks", 
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 PAPER = {"protonet": (98.8, 99.7, 96.0, 98.9), "matching": (98.1, 98.9, 93.8, 98.5),
          "siamese": (97.3, 98.4, 88.2, 97.0)}  # REFERENCE.md; Siamese as quoted by Vinyals et al.
+BACKGROUND_FULL = {"train_way": 60, "episodes": 2000, "halve_every": 700}  # ProtoNets on Lake's background set
 
 
 @dataclass
@@ -250,7 +251,7 @@ def full_configs(mode: str | None = None) -> list[MetricConfig]:
                                                                 if full else {}))
     siamese = MetricConfig.for_mode("siamese", mode=mode, **(dict(train_way=20, episodes=6000, halve_every=2000)
                                                               if full else {}))
-    background = replace(protonet, split="background", **(dict(episodes=2000, halve_every=700) if full else {}))
+    background = replace(protonet, split="background", **(BACKGROUND_FULL if full else {}))
     minimal = replace(protonet, split="minimal", **(dict(episodes=800, halve_every=400) if full else
                                                     dict(episodes=max(1, protonet.episodes * 2 // 5))))
     return [protonet, matching, siamese, background, minimal]

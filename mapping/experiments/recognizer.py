@@ -31,7 +31,7 @@ from ..meta.metric import prototypes, protonet_logits
 from ..nn import Conv4
 from ..stats import mean_ci95
 from .checks import check_ints
-from .omniglot_metric import MetricConfig, fit, load_split
+from .omniglot_metric import BACKGROUND_FULL, MetricConfig, fit, load_split
 
 Drawing = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 FORMAT = 1  # version of the saved file
@@ -107,15 +107,17 @@ class Recognizer(nn.Module):
         replaced. Returns ``self``."""
         if not isinstance(examples, Mapping) or not examples:
             raise ValueError("examples must be a non-empty mapping {name: drawing or list of drawings}")
-        for name, drawings in examples.items():
-            single = isinstance(drawings, (str, os.PathLike, Image.Image, np.ndarray)) or \
-                (isinstance(drawings, Tensor) and drawings.dim() == 2)
-            z = self.embed([drawings] if single else drawings)  # (shots, d)
-            proto = prototypes(z[None], torch.zeros(1, len(z), dtype=torch.long, device=z.device), 1)[0, 0]  # (d,)
-            if str(name) in self.names:
-                self.protos[self.names.index(str(name))] = proto
+        groups = [[d] if isinstance(d, (str, os.PathLike, Image.Image, np.ndarray))
+                  or (isinstance(d, Tensor) and d.dim() == 2) else d for d in examples.values()]
+        x = torch.cat([self.batch(g) for g in groups])  # (all shots, 1, size, size)
+        labels = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g) for g in groups]))
+        z = self.embed(x)  # (all shots, d): one forward pass for every name
+        protos = prototypes(z[None], labels[None].to(z.device), len(groups))[0]  # (len(examples), d)
+        for name, proto in zip(map(str, examples), protos):
+            if name in self.names:
+                self.protos[self.names.index(name)] = proto
             else:
-                self.names.append(str(name))
+                self.names.append(name)
                 self.protos = torch.cat([self.protos.view(-1, proto.numel()), proto[None]])  # (names, d)
         return self
 
@@ -191,9 +193,9 @@ def glyph_accuracy(recognizer: Recognizer, episodes: int, queries: int, seed: in
 class RecognizerConfig:
     """The training of ``python -m mapping.reproduce omniglot-metric``'s background run, and the scoring."""
 
-    episodes: int = 2000
-    train_way: int = 60
-    halve_every: int = 700
+    episodes: int = BACKGROUND_FULL["episodes"]
+    train_way: int = BACKGROUND_FULL["train_way"]
+    halve_every: int = BACKGROUND_FULL["halve_every"]
     hidden: int = 64
     glyph_episodes: int = 100
     glyph_queries: int = 5
