@@ -18,8 +18,8 @@ from torch import nn
 
 from .. import budget
 from ..data import Sinusoid, TaskBatch
-from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop, functional,
-                    params_of)
+from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop,
+                    compile_seconds, functional, params_of)
 from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
@@ -50,13 +50,18 @@ class SinusoidConfig:
     alpha_grid: tuple[float, ...] = (0.001, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.1)
     seed: int = 0
     methods: tuple[str, ...] = field(default=METHODS)
+    compile: bool = False  # torch.compile the meta-steps (mapping.meta.compiled): pays off over thousands of steps
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> "SinusoidConfig":
         m = budget.mode(mode)
         sizes = {"smoke": dict(iterations=300, eval_tasks=100),
                  "quick": dict(iterations=6000, eval_tasks=600),
-                 "full": {}}[m]
+                 "full": dict(compile=True)}[m]
         return cls(**{**sizes, **overrides})
 
 
@@ -65,10 +70,12 @@ def build(method: str, config: SinusoidConfig) -> nn.Module:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     net = sinusoid_mlp(config.hidden)
-    kw = dict(alpha=config.alpha, steps=config.inner_steps, execution="vmap")  # tiny model: one vmap is fastest
+    # tiny model: one vmap is fastest
+    kw = dict(alpha=config.alpha, steps=config.inner_steps, execution="vmap", compile=config.compile)
     return {"maml": lambda: MAML(net, **kw), "fomaml": lambda: FOMAML(net, **kw),
             "metasgd": lambda: MetaSGD(net, **kw), "anil": lambda: ANIL(net, **kw),
-            "reptile": lambda: Reptile(net, alpha=config.alpha, steps=config.reptile_steps, execution="vmap"),
+            "reptile": lambda: Reptile(net, alpha=config.alpha, steps=config.reptile_steps, execution="vmap",
+                                       compile=config.compile),
             "pretrained": lambda: net}[method]()
 
 
@@ -79,7 +86,7 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
     model = build(method, config).to(device)
     tasks = Sinusoid.maml()
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr, fused=True)  # one kernel per step
 
     def step(_: int) -> dict[str, float]:
         batch = tasks.sample(config.meta_batch, config.k_shot, config.q_query, generator).to(device)
@@ -217,6 +224,8 @@ def run(config: SinusoidConfig, device: torch.device | str = "cpu", checkpoint_d
         ckpt = Path(checkpoint_dir) / f"sinusoid-{method}-{key}.pt" if checkpoint_dir else None
         model, history = meta_train(method, config, device, ckpt, progress)
         metrics[f"{method}/train_seconds"] = time.perf_counter() - tic
+        if compile_seconds(model) is not None:  # part of train_seconds
+            metrics[f"{method}/compile_seconds"] = compile_seconds(model)
         metrics.update(evaluate(method, model, config, device))
         models[method], histories[method] = model, history
     return metrics, models, histories

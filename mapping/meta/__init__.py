@@ -3,6 +3,8 @@ Metric-based: Prototypical, Matching and Siamese networks. Model-based: memory-a
 from .analysis import exact_gradients, expected_gradients, flat_loss, taylor_errors, taylor_gradients
 from .checks import EXECUTIONS, check_finite_inner, checked_loss
 from .chunked import Precomputed, chunked_mean
+from .compiled import (COMPILE_ERRORS, CompiledFn, CompiledMetaLoss, compile_seconds, compiled_meta_loss,
+                       meta_value_and_grad, sgd_adapted)
 from .curvature import inner_curvature
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, batched_inner_loop, functional,
                          inner_loop, params_of, validate_inner)
@@ -26,4 +28,6 @@ __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML",
            "infer_n_way", "matching_log_probs", "protonet_logits", "prototypes", "squared_distances",
            "REDUCTIONS", "SiameseNetwork", "class_scores", "pairs_from_batch", "pairwise_siamese_logits",
            "sample_pairs", "siamese_logits",
-           "MANN", "LSTMLearner", "cosine_read_weights", "least_used", "write_weights"]
+           "MANN", "LSTMLearner", "cosine_read_weights", "least_used", "write_weights",
+           "COMPILE_ERRORS", "CompiledFn", "CompiledMetaLoss", "compile_seconds", "compiled_meta_loss",
+           "meta_value_and_grad", "sgd_adapted"]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..data.tasks import TaskBatch
 from .checks import check_alpha, check_execution, check_finite_inner, check_steps
 from .chunked import chunked_mean
+from .compiled import compiled_meta_loss
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, adaptation_curve,
                          batched_inner_loop, functional, params_of, validate_inner)
 
@@ -195,13 +196,17 @@ class MAML(MetaLearner):
     >>> learner = maml.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # one task at a time
 
     ``execution`` (``"vmap"``, ``"chunk"`` with ``chunk_size``, or ``"loop"``) says how the tasks of a batch
-    run; every execution gives the same loss and meta-gradient (see :func:`maml_loss`).
+    run; every execution gives the same loss and meta-gradient (see :func:`maml_loss`). ``compile=True`` (or a
+    dict of :func:`torch.compile` options) compiles the meta-step of ``"vmap"`` and ``"chunk"``
+    (:mod:`mapping.meta.compiled`); the loss can then not be differentiated twice.
     """
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
                  adapt: Sequence[str] | None = None, *, execution: str = DEFAULT_EXECUTION,
-                 chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False) -> None:
+                 chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False,
+                 compile: bool | Mapping = False) -> None:
         super().__init__(module, alpha, steps, execution, chunk_size)
+        self.compiled = compiled_meta_loss(compile, execution)
         self.first_order = first_order
         self.allow_unused, self.allow_nograd = allow_unused, allow_nograd
         self.adapt_names = None if adapt is None else list(adapt)
@@ -211,7 +216,20 @@ class MAML(MetaLearner):
                 raise ValueError(f"adapt names parameters the module does not have: {unknown}")
 
     def meta_loss(self, batch: TaskBatch, loss_fn: LossFn, steps: int | None = None) -> tuple[Tensor, Tensor]:
-        """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`)."""
+        """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`).
+
+        With ``compile`` the meta-step runs compiled (:mod:`mapping.meta.compiled`): same loss and gradients.
+        """
+        if self.compiled is not None:
+            steps = self.steps if steps is None else steps
+            if not isinstance(batch, TaskBatch):
+                raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
+            return self.compiled(self._forward, loss_fn, self.params(), batch.tensors(), steps=steps,
+                                 alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
+                                 chunk_size=self.chunk_size if self.execution == "chunk" else None,
+                                 validate=lambda: validate_inner(
+                                     self._forward, self.params(), *batch.tensors(), steps=steps, alpha=self.alpha,
+                                     adapt=self.adapt_names, execution=self.execution, chunk_size=self.chunk_size))
         return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
                          alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
                          execution=self.execution, chunk_size=self.chunk_size)

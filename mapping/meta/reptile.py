@@ -16,6 +16,8 @@ implementation detail not reproduced here).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -24,6 +26,7 @@ from torch.func import grad_and_value, vmap
 from ..data.tasks import TaskBatch
 from ..nn.norms import primitive_norms
 from .checks import check_finite_inner
+from .compiled import CompiledFn, compiled_meta_loss, sgd_adapted
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, _autograd_grad_and_value,
                          batched_inner_loop, validate_inner)
 from .maml import MetaLearner
@@ -121,8 +124,14 @@ class Reptile(MetaLearner):
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True, *,
                  inner: str = "sgd", betas: tuple[float, float] = (0.0, 0.999),
-                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> None:
+                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
+                 compile: bool | Mapping = False) -> None:
         super().__init__(module, alpha, steps, execution, chunk_size)
+        options = compiled_meta_loss(compile, execution)
+        if options is not None and inner != "sgd":
+            raise ValueError("compile=True applies to inner='sgd'; inner='adam' runs eagerly")
+        self.compiled = options  # its options; the compiled functions are kept in self.compiled_fns
+        self.compiled_fns: dict[tuple, CompiledFn] = {}
         if inner not in INNER:
             raise ValueError(f"inner must be one of {INNER} (the inner loop's optimizer), got {inner!r}")
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2
@@ -135,11 +144,29 @@ class Reptile(MetaLearner):
         inner steps of the inner optimizer on ``loss_fn`` of ``x, y`` (``(tasks, shots, ...)``), and the inner
         losses ``(tasks, steps)``."""
         steps = self.steps if steps is None else steps
+        if self.compiled is not None:
+            return self._compiled_adapted(x, y, loss_fn, steps)
         kw = dict(steps=steps, execution=self.execution, chunk_size=self.chunk_size)
         if self.inner == "adam":
             return adam_adapted_params(self._forward, loss_fn, self.params(), x, y, lr=self.inner_alpha,
                                        betas=self.betas, **kw)
         return adapted_params(self._forward, loss_fn, self.params(), x, y, alpha=self.alpha, **kw)
+
+    def _compiled_adapted(self, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int) -> tuple[Params, Tensor]:
+        """:meth:`adapted` through one compiled function per ``(loss_fn, steps)`` (:mod:`mapping.meta.compiled`)."""
+        params = {k: v.detach() for k, v in self.params().items()}
+        validate_inner(self._forward, params, x, y, None, None, steps=steps, alpha=self.alpha, adapt=None,
+                       execution=self.execution, chunk_size=self.chunk_size)
+        key = (loss_fn, steps, self.inner_alpha)
+        if key not in self.compiled_fns:
+            self.compiled_fns[key] = CompiledFn(sgd_adapted(self._forward, loss_fn, steps=steps,
+                                                            alpha=self.inner_alpha), **self.compiled.options)
+        size = x.shape[0] if self.execution == "vmap" else self.chunk_size
+        parts = [self.compiled_fns[key](params, x[s:s + size], y[s:s + size]) for s in range(0, x.shape[0], size)]
+        fast = {k: torch.cat([p[0][k] for p in parts]) for k in params}  # {name: (tasks, *shape)}
+        inner = torch.cat([p[1] for p in parts])  # (tasks, steps)
+        check_finite_inner(inner)
+        return fast, inner
 
     def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
                          check: bool = True) -> Tensor:
