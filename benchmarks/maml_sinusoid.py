@@ -1,15 +1,17 @@
-"""Time one second-order MAML meta-iteration on sinusoid regression, three ways, in one process.
+"""Time one second-order MAML meta-iteration on sinusoid regression, four ways, in one process.
 
 The setting is MAML's sinusoid experiment (Finn, Abbeel & Levine 2017, "Model-Agnostic Meta-Learning for
 Fast Adaptation of Deep Networks", §5.1): 25 tasks, K = 10 support and 10 query points per task, one inner
 SGD step with alpha = 0.01, a 1-40-40-1 ReLU network, and an Adam meta-step (lr 1e-3). One iteration is
 zero_grad + meta-loss + backward through the inner step + Adam step, implemented with
 
-* ``mapping``: ``MAML.meta_loss``, the inner loop vmapped over tasks (torch.func);
+* ``mapping``: ``MAML.meta_loss``, the inner loop vmapped over tasks (torch.func), eager;
+* ``compiled``: the same with ``MAML(..., compile=True)`` (mapping.meta.compiled; its compile time is
+  reported apart, ``--no-compiled`` leaves it out);
 * ``loop``:    a Python loop over tasks, ``torch.autograd.grad(create_graph=True)`` + ``functional_call``;
 * ``higher``:  ``higher.innerloop_ctx`` per task, query loss backward inside the context (if installed).
 
-All three start from the same weights and see the same batches; their meta-gradients are checked to agree
+All start from the same weights and see the same batches; their meta-gradients are checked to agree
 before anything is timed. Run ``python benchmarks/maml_sinusoid.py --help`` for the options.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch.func import functional_call
 from mapping import results
 from mapping.data import Sinusoid
 from mapping.device import device_name, get_device
-from mapping.meta import MAML
+from mapping.meta import MAML, compile_seconds
 from mapping.nn import sinusoid_mlp
 
 try:
@@ -37,12 +39,21 @@ except Exception as error:  # ImportError, or an incompatibility with this torch
     higher, HIGHER_ERROR = None, f"{type(error).__name__}: {error}"
 
 TASKS, K, ALPHA, META_LR = 25, 10, 0.01, 1e-3
+NAMES = ("mapping", "compiled", "loop", "higher")
 
 
-def make_mapping(model):
-    """Implementation 1: the library's vmapped functional MAML."""
-    maml = MAML(model, alpha=ALPHA, steps=1, execution="vmap")
-    return lambda batch: maml.meta_loss(batch, F.mse_loss)[0].backward()
+def make_mapping(model, compile=False):
+    """Implementation 1: the library's vmapped functional MAML (with ``compile``: implementation 2)."""
+    maml = MAML(model, alpha=ALPHA, steps=1, execution="vmap", compile=compile)
+
+    def backward(batch):
+        maml.meta_loss(batch, F.mse_loss)[0].backward()
+    backward.learner = maml
+    return backward
+
+
+def make_compiled(model, backend="inductor"):
+    return make_mapping(model, compile={"backend": backend})
 
 
 def make_loop(model):
@@ -80,6 +91,10 @@ def main(argv=None):
     parser.add_argument("--device", default=None, help="default: mapping.device.get_device()")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny numbers, for a CI smoke run")
+    parser.add_argument("--no-compiled", dest="compiled", action="store_false",
+                        help="leave out the torch.compile implementation (it compiles for about 10-30 s)")
+    parser.add_argument("--backend", default="inductor",
+                        help="torch.compile backend of the compiled implementation (aot_eager: no code generation)")
     parser.add_argument("--out", default=None,
                         help="also write <out>/<name>.json with provenance (e.g. results)")
     parser.add_argument("--name", default="benchmark_maml_sinusoid",
@@ -94,6 +109,9 @@ def main(argv=None):
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
     impls = {"mapping": make_mapping, "loop": make_loop}
+    if args.compiled:
+        impls = {"mapping": make_mapping, "compiled": lambda m: make_compiled(m, args.backend),
+                 "loop": make_loop}
     if higher is not None:
         impls["higher"] = make_higher
     else:
@@ -105,11 +123,16 @@ def main(argv=None):
     batches = [Sinusoid().sample(TASKS, K, K, generator).to(device) for _ in range(args.iterations + 1)]
 
     # 1. Same weights, same batch -> the same meta-gradient (float32, rtol 1e-4).
-    grads = {}
+    grads, compile_s = {}, None
     for name, make in impls.items():
         model = copy.deepcopy(initial)
-        make(model)(batches[0])
+        backward = make(model)
+        backward(batches[0])  # the compiled implementation compiles here
         grads[name] = {k: p.grad for k, p in model.named_parameters()}
+        if name == "compiled":
+            compile_s = compile_seconds(backward.learner)
+            if compile_s is None:
+                sys.exit(f"ABORT: torch.compile fell back to eager ({backward.learner.compiled.error})")
     for name in impls:
         try:
             torch.testing.assert_close(grads[name], grads["mapping"], rtol=1e-4, atol=1e-5)
@@ -119,7 +142,8 @@ def main(argv=None):
 
     # 2. Time them interleaved; each implementation keeps its own model and Adam state.
     models = {name: copy.deepcopy(initial) for name in impls}
-    opts = {name: torch.optim.Adam(models[name].parameters(), lr=META_LR) for name in impls}
+    opts = {name: torch.optim.Adam(models[name].parameters(), lr=META_LR, fused=True)  # one kernel, for all
+            for name in impls}
     steps = {name: make(models[name]) for name, make in impls.items()}
 
     def run(name, batches):
@@ -146,25 +170,35 @@ def main(argv=None):
           f"median of {args.rounds} rounds x {args.iterations} iterations")
     print(f"device: {device_name(device)}   torch {torch.__version__}   threads {threads}\n")
     print(f"{'implementation':<16}{'ms/iter':>10}{'mapping speed-up':>20}")
-    for name in ("mapping", "loop", "higher"):
+    for name in NAMES:
         if name in ms:
             print(f"{name:<16}{ms[name]:>10.2f}{ms[name] / ms['mapping']:>19.2f}x")
         else:
             print(f"{name:<16}{'skipped':>10}{'-':>20}")
-    per_iter = {n: (round(ms[n], 3) if n in ms else None) for n in ("mapping", "loop", "higher")}
+    if compile_s is not None:
+        print(f"compiled: {compile_s:.1f} s to compile (first call), not in ms/iter; "
+              + (f"{ms['higher'] / ms['compiled']:.1f}x faster than higher" if "higher" in ms else ""))
+    per_iter = {n: (round(ms[n], 3) if n in ms else None) for n in NAMES}
     ratio = {n: (round(ms[n] / ms["mapping"], 3) if n in ms else None) for n in ("higher", "loop")}
+    ratio_compiled = {n: (round(ms[n] / ms["compiled"], 3) if n in ms and "compiled" in ms else None)
+                      for n in ("higher", "loop", "mapping")}
     if args.out:
         record = results.provenance(args.name, command="python benchmarks/maml_sinusoid.py "
                                     + " ".join(argv if argv is not None else sys.argv[1:]),
                                     mode="quick" if args.quick else "full", seed=args.seed, device=device)
         metrics = {f"{n}/ms_per_iter": v for n, v in per_iter.items() if v is not None}
         metrics.update({f"ratio_vs_{n}": v for n, v in ratio.items() if v is not None})
+        metrics.update({f"compiled/ratio_vs_{n}": v for n, v in ratio_compiled.items() if v is not None})
+        if compile_s is not None:
+            metrics["compiled/compile_seconds"] = round(compile_s, 2)
         record.update(metrics=metrics, wall_seconds=time.perf_counter() - began,
-                      config={"threads": threads, "iterations": args.iterations, "rounds": args.rounds})
+                      config={"threads": threads, "iterations": args.iterations, "rounds": args.rounds,
+                              "compiled_backend": args.backend if args.compiled else None})
         print(f"wrote {results.write(record, args.out)}", file=sys.stderr)
     print(json.dumps({"benchmark": "maml_sinusoid", "device": device_name(device), "torch": torch.__version__,
                       "threads": threads, "ms_per_iter": per_iter,
-                      "ratio_vs_higher": ratio["higher"], "ratio_vs_loop": ratio["loop"]}))
+                      "ratio_vs_higher": ratio["higher"], "ratio_vs_loop": ratio["loop"],
+                      "compiled_ratio_vs_higher": ratio_compiled["higher"], "compile_seconds": compile_s}))
 
 
 if __name__ == "__main__":

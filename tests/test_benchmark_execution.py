@@ -1,22 +1,17 @@
 """Smoke test of benchmarks/meta_execution.py: its record, and a memory reading that tells executions apart."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from benchmark_loader import load_benchmark as load
 from mapping.results import PROVENANCE_FIELDS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_execution.py"
 EXECUTIONS = ("vmap", "chunk8", "chunk4", "loop")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("meta_execution", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("meta_execution")
 
 
 @pytest.mark.slow

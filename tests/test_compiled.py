@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mapping.data import Sinusoid, TaskBatch
-from mapping.meta import ANIL, FOMAML, MAML, CompiledFn, MetaSGD, Reptile, compile_seconds
+from mapping.meta import (ANIL, FOMAML, MAML, CompiledFn, MatchingNetwork, MetaSGD, PrototypicalNetwork, Reptile,
+                          compile_seconds)
 from mapping.nn import Conv4, sinusoid_mlp
 from reference import reference_meta_loss, relative_error
 
@@ -234,3 +235,26 @@ def test_bad_compile_options_are_rejected(cls, kwargs, match):
 def test_compiled_fn_rejects_what_is_not_callable():
     with pytest.raises(ValueError, match="fn must be callable"):
         CompiledFn(42)
+
+
+@pytest.mark.parametrize("cls", [PrototypicalNetwork, MatchingNetwork])
+def test_compiled_metric_loss_equals_eager(float64, cls):
+    torch.manual_seed(0)
+    backbone = Conv4(hidden=4, bn="batch").double()
+    eager, compiled = cls(backbone), cls(backbone, compile=FAST)
+    batch = image_batch(size=28)
+    results = []
+    for learner in (eager, compiled):
+        learner.zero_grad()
+        loss, accuracy = learner.loss(batch)
+        loss.backward()
+        results.append((loss.detach(), accuracy, grads_of(backbone)))
+    (loss, accuracy, grads), (c_loss, c_accuracy, c_grads) = results
+    torch.testing.assert_close(c_loss, loss, rtol=1e-12, atol=1e-12)
+    assert c_accuracy == accuracy and len(grads) == len(list(backbone.parameters()))
+    torch.testing.assert_close(c_grads, grads, rtol=1e-10, atol=1e-12)
+    assert compiled.compiled.compile_seconds > 0 and eager.compiled is None
+    bad = TaskBatch(batch.support_x, batch.support_y.clone(), batch.query_x, batch.query_y)
+    bad.support_y[1] = 0  # task 1 has no example of classes 1 and 2: checked eagerly, before compiling
+    with pytest.raises(ValueError, match="no example of class 1 in task 1"):
+        compiled.loss(bad)

@@ -44,9 +44,11 @@ def _own_code(fn: Callable) -> Callable:
     torch.compile keeps its cache, and its limit of 8 recompilations, per code object; every meta-step built
     here shares one, so without this the ninth model or shape would silently run eagerly.
     """
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    if isinstance(fn, types.MethodType):  # a bound method: copy its function, bind the copy
+        return types.MethodType(_own_code(fn.__func__), fn.__self__)
+    if not isinstance(fn, types.FunctionType):
         return fn
+    code = fn.__code__
     own = code.replace(co_name=f"{code.co_name}_{next(_COUNTER)}")
     return types.FunctionType(own, fn.__globals__, own.co_name, fn.__defaults__, fn.__closure__)
 
@@ -109,23 +111,24 @@ class CompiledFn:
 
 def meta_value_and_grad(forward: Forward, loss_fn: LossFn, *, steps: int, alpha: Alpha, first_order: bool,
                         adapt: Sequence[str] | None) -> Callable:
-    """The pure meta-step: ``f(params, rates, sx, sy, qx, qy) -> ((g_params, g_rates), (loss_sum, inner, ok))``.
+    """The pure meta-step: ``f(params, rates, weight, sx, sy, qx, qy) -> ((g_params, g_rates), (loss, inner, ok))``.
 
-    ``loss_sum`` is the *sum* over the given tasks of the query loss after ``steps`` inner steps, ``inner``
-    the support losses ``(tasks, steps)``, ``ok`` whether the data and ``inner`` are all finite. ``rates`` are Meta-SGD's learned rates (a dict) or ``{}`` for the
+    ``loss`` is ``weight`` times the sum over the given tasks of the query loss after ``steps`` inner steps
+    (``weight = 1 / tasks``: the meta-loss), ``inner`` the support losses ``(tasks, steps)``, ``ok`` whether
+    the data and ``inner`` are all finite. ``rates`` are Meta-SGD's learned rates (a dict) or ``{}`` for the
     fixed float ``alpha``; their gradient is ``g_rates``.
     """
-    def total(params: Params, rates: Params, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor
+    def total(params: Params, rates: Params, weight: Tensor, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor
               ) -> tuple[Tensor, Tensor]:
         _, inner, outer = batched_inner_loop(forward, loss_fn, params, sx, sy, qx, qy, steps=steps,
                                              alpha=rates if rates else alpha, first_order=first_order,
                                              adapt=adapt, execution="vmap", validate=False)
-        return outer[:, -1].sum(), inner  # (), (tasks, steps)
+        return outer[:, -1].sum() * weight, inner  # (), (tasks, steps)
 
-    def meta_step(params: Params, rates: Params, *data: Tensor) -> tuple:
-        grads, (loss_sum, inner) = grad_and_value(total, argnums=(0, 1), has_aux=True)(params, rates, *data)
+    def meta_step(params: Params, rates: Params, weight: Tensor, *data: Tensor) -> tuple:
+        grads, (loss, inner) = grad_and_value(total, argnums=(0, 1), has_aux=True)(params, rates, weight, *data)
         finite = torch.stack([torch.isfinite(t).all() for t in (*data, inner)]).all()  # (): one check, in graph
-        return grads, (loss_sum, inner, finite)
+        return grads, (loss, inner, finite)
     return meta_step
 
 
@@ -179,9 +182,10 @@ class CompiledMetaLoss:
             self.validated.add(signature)
         elif getattr(forward, "module", None) is not None:
             check_vmappable(forward.module)  # train()/eval() may change between calls
+        weight = tensors[0].new_tensor(1.0 / tasks, dtype=next(iter(plain.values())).dtype)  # ()
         g_params, g_rates, total, inners = None, None, None, []
         for s in range(0, tasks, size):
-            (gp, gr), (loss_sum, inner, ok) = fn(plain, plain_rates, *(t[s:s + size] for t in tensors),
+            (gp, gr), (loss_sum, inner, ok) = fn(plain, plain_rates, weight, *(t[s:s + size] for t in tensors),
                                                  signature=(signature, min(size, tasks - s)))
             if not ok:  # raise before any gradient is handed on, naming the data or the task and step
                 validate()
@@ -193,10 +197,10 @@ class CompiledMetaLoss:
         inner = torch.cat(inners)  # (tasks, steps)
         names = [("p", k) for k, v in params.items() if v.requires_grad]
         names += [("a", k) for k, v in rates.items() if isinstance(v, Tensor) and v.requires_grad]
-        loss = total / tasks
+        loss = total
         if not names or not torch.is_grad_enabled():
             return loss, inner
-        grads = tuple((g_params if kind == "p" else g_rates)[k] / tasks for kind, k in names)
+        grads = tuple((g_params if kind == "p" else g_rates)[k] for kind, k in names)
         inputs = [params[k] if kind == "p" else rates[k] for kind, k in names]
         return Precomputed.apply(loss, grads, *inputs), inner
 
@@ -213,7 +217,8 @@ def sgd_adapted(forward: Forward, loss_fn: LossFn, *, steps: int, alpha: Alpha) 
 
 def compile_seconds(learner: Any) -> float | None:
     """Seconds a meta-learner built with ``compile`` spent compiling so far (``None``: not compiled, or fell back)."""
-    fns = list(getattr(getattr(learner, "compiled", None), "steps_fns", {}).values())
+    compiled = getattr(learner, "compiled", None)
+    fns = [compiled] if isinstance(compiled, CompiledFn) else list(getattr(compiled, "steps_fns", {}).values())
     fns += list(getattr(learner, "compiled_fns", {}).values())
     if not fns or any(f.error for f in fns):
         return None

@@ -13,11 +13,14 @@ flattened), so a backbone with batch norm under ``bn="batch"`` normalises over t
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
+from .compiled import CompiledFn, compiled_meta_loss
 
 
 def check_n_way(n_way: int) -> None:
@@ -196,11 +199,14 @@ class MetricLearner(nn.Module):
 
     output = "logits"  # what forward returns: "logits" (cross-entropy) or "log_probs" (nll)
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, *, compile: bool | Mapping = False) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise ValueError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone
+        options = compiled_meta_loss(compile, "vmap")
+        # torch.compile of the episode loss (mapping.meta.compiled): same loss and gradients, checks run eagerly
+        self.compiled = None if options is None else CompiledFn(self._episode_loss, **options.options)
 
     def embed(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, n_way: int) -> tuple[Tensor, Tensor]:
         """Check an episode and embed it: ``(z_support (tasks, n*k, d), z_query (tasks, q, d))``."""
@@ -231,8 +237,15 @@ class MetricLearner(nn.Module):
             raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
         n_way = infer_n_way(batch)
         check_labels(batch.query_y, n_way, "query_y", every_class=False)
-        out = self(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, q, n_way)
-        target = batch.query_y.long().flatten()  # (tasks*q,)
+        if self.compiled is not None:
+            check_labels(batch.support_y, n_way)
+            return self.compiled(*batch.tensors(), n_way)
+        return self._episode_loss(*batch.tensors(), n_way)
+
+    def _episode_loss(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
+                      n_way: int) -> tuple[Tensor, Tensor]:
+        out = self(support_x, support_y, query_x, n_way)  # (tasks, q, n_way)
+        target = query_y.long().flatten()  # (tasks*q,)
         score = out.flatten(0, 1)  # (tasks*q, n_way)
         loss = F.nll_loss(score, target) if self.output == "log_probs" else F.cross_entropy(score, target)
         return loss, (score.argmax(-1) == target).float().mean().detach()
@@ -261,8 +274,8 @@ class MatchingNetwork(MetricLearner):
     output = "log_probs"
 
     def __init__(self, backbone: nn.Module, fce: bool = False, *, dim: int | None = None, steps: int = 2,
-                 scale: float = 1.0) -> None:
-        super().__init__(backbone)
+                 scale: float = 1.0, compile: bool | Mapping = False) -> None:
+        super().__init__(backbone, compile=compile)
         check_scale(scale)
         self.scale = scale
         dim = getattr(backbone, "out_dim", None) if dim is None else dim
