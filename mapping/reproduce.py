@@ -33,12 +33,14 @@ from .paths import cache_dir
 
 def sinusoid(args: argparse.Namespace) -> dict:
     from .experiments.sinusoid import SinusoidConfig, config_dict, run
-    overrides = {"seed": args.seed}
+    overrides = {"seed": args.seed, **({"compile": False} if args.eager else {})}
     if args.methods:
         overrides["methods"] = tuple(args.methods)
     config = SinusoidConfig.for_mode(args.mode, **overrides)
-    metrics, _, _ = run(config, args.device, cache_dir("checkpoints") if args.resume else None, progress=None)
-    return {"metrics": metrics, "config": config_dict(config)}
+    metrics, _, _ = run(config, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
+                        jobs=args.jobs, threads=args.threads)
+    return {"metrics": metrics, "config": {**config_dict(config), "jobs": args.jobs,
+                                           "threads_per_job": args.threads or torch.get_num_threads()}}
 
 
 def omniglot_metric(args: argparse.Namespace) -> dict:
@@ -180,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None,
                         help="recognizer: write the trained recognizer to this file (Recognizer.load reads it)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="omniglot-metric, omniglot-maml: runs trained at once in worker processes (default 1)")
+                        help="sinusoid, omniglot-metric, omniglot-maml: runs trained at once in worker processes "
+                             "(default 1)")
+    parser.add_argument("--eager", action="store_true",
+                        help="sinusoid: run the meta-steps eagerly (the full mode compiles them with torch.compile)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

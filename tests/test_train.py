@@ -126,3 +126,17 @@ def test_training_seconds_add_up_over_a_resumed_run(tmp_path):
     assert first["seconds"] + 0.1 <= resumed["seconds"] < first["seconds"] + 5
     again = train(slow, 30, state={"m": model, "o": opt, "g": gen}, checkpoint=path, progress=False)
     assert again["seconds"] == resumed["seconds"]  # nothing left to do: the stored time, unchanged
+
+
+@pytest.mark.slow
+def test_sinusoid_methods_in_two_worker_processes_give_the_metrics_of_one_process():
+    from mapping.experiments.sinusoid import run
+    config = SinusoidConfig(iterations=20, meta_batch=4, eval_tasks=8, eval_query=10, eval_shots=(5,),
+                            eval_steps=2, alpha_grid=(0.01, 0.03), methods=("fomaml", "pretrained"))
+    serial, models, _ = run(config, progress=False)
+    parallel, no_models, _ = run(config, progress=False, jobs=2, threads=1)
+    assert set(models) == {"fomaml", "pretrained"} and no_models == {}
+    assert parallel.keys() == serial.keys()
+    for key, value in serial.items():
+        if not key.endswith("_seconds"):
+            assert parallel[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

@@ -23,6 +23,7 @@ from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptatio
 from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
+from .pool import map_runs
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile", "metasgd": "Meta-SGD",
@@ -213,21 +214,48 @@ def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torc
     return metrics
 
 
+LONGEST_FIRST = ("maml", "metasgd", "reptile", "anil", "fomaml", "pretrained")  # for run(..., jobs=2)
+
+
+def run_method(method: str, config: SinusoidConfig, device: torch.device | str = "cpu",
+               checkpoint_dir: str | Path | None = None, progress: bool | None = None
+               ) -> tuple[dict[str, float], nn.Module, dict]:
+    """Train and evaluate one method; returns its metrics, the trained model and its history."""
+    tic = time.perf_counter()
+    key = hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:12]
+    ckpt = Path(checkpoint_dir) / f"sinusoid-{method}-{key}.pt" if checkpoint_dir else None
+    model, history = meta_train(method, config, device, ckpt, progress)
+    metrics = {f"{method}/train_seconds": time.perf_counter() - tic}
+    if compile_seconds(model) is not None:  # part of train_seconds
+        metrics[f"{method}/compile_seconds"] = compile_seconds(model)
+    metrics.update(evaluate(method, model, config, device))
+    return metrics, model, history
+
+
+def _method_metrics(job: tuple[str, SinusoidConfig], **kwargs) -> dict[str, float]:
+    """:func:`run_method`'s metrics, for a worker process (models do not cross processes)."""
+    return run_method(*job, **kwargs)[0]
+
+
 def run(config: SinusoidConfig, device: torch.device | str = "cpu", checkpoint_dir: str | Path | None = None,
-        progress: bool | None = None) -> tuple[dict[str, float], dict[str, nn.Module], dict[str, dict]]:
-    """Train and evaluate every method of ``config.methods``; returns metrics, models and histories."""
+        progress: bool | None = None, jobs: int = 1, threads: int | None = None
+        ) -> tuple[dict[str, float], dict[str, nn.Module], dict[str, dict]]:
+    """Train and evaluate every method of ``config.methods``; returns metrics, models and histories.
+
+    With ``jobs > 1`` the methods train at once in worker processes of ``threads`` torch threads each
+    (:func:`~mapping.experiments.pool.map_runs`, longest first); then only the metrics come back (no models or
+    histories), and they do not depend on ``jobs``.
+    """
+    if jobs != 1:
+        order = [m for m in LONGEST_FIRST if m in config.methods]
+        parts = map_runs(_method_metrics, [(m, config) for m in order], jobs, threads, device=str(device),
+                         checkpoint_dir=checkpoint_dir, progress=progress)
+        return {k: v for part in parts for k, v in part.items()}, {}, {}
     metrics: dict[str, float] = {}
     models, histories = {}, {}
     for method in config.methods:
-        tic = time.perf_counter()
-        key = hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:12]
-        ckpt = Path(checkpoint_dir) / f"sinusoid-{method}-{key}.pt" if checkpoint_dir else None
-        model, history = meta_train(method, config, device, ckpt, progress)
-        metrics[f"{method}/train_seconds"] = time.perf_counter() - tic
-        if compile_seconds(model) is not None:  # part of train_seconds
-            metrics[f"{method}/compile_seconds"] = compile_seconds(model)
-        metrics.update(evaluate(method, model, config, device))
-        models[method], histories[method] = model, history
+        part, models[method], histories[method] = run_method(method, config, device, checkpoint_dir, progress)
+        metrics.update(part)
     return metrics, models, histories
 
 
