@@ -49,7 +49,7 @@ def omniglot_metric(args: argparse.Namespace) -> dict:
     from .experiments.omniglot_metric import full_configs, run
     configs = [c for c in full_configs(args.mode) if not args.methods or c.method in args.methods]
     overrides = {k: v for k, v in (("episodes", args.episodes), ("halve_every", args.halve_every)) if v is not None}
-    configs = [dataclasses.replace(c, seed=args.seed, **overrides) for c in configs]
+    configs = [dataclasses.replace(c, seed=args.seed, amp=args.amp, **overrides) for c in configs]
     metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
                   jobs=args.jobs, threads=args.threads)
     return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "jobs": args.jobs,
@@ -66,7 +66,7 @@ def omniglot_maml(args: argparse.Namespace) -> dict:
     configs = (paper_configs(*(methods,) if methods else ()) if args.setting == "paper"
                else cpu_configs(args.mode, *(methods,) if methods else ()))
     overrides = {"seed": args.seed, **({"iterations": args.iterations} if args.iterations is not None else {})}
-    configs = [dataclasses.replace(c, **overrides) for c in configs]
+    configs = [dataclasses.replace(c, amp=args.amp, **overrides) for c in configs]
     metrics = run(configs, args.device, cache_dir("checkpoints") if args.resume else None, progress=None,
                   jobs=args.jobs, threads=args.threads)
     return {"metrics": metrics, "config": {"runs": [asdict(c) for c in configs], "setting": args.setting,
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="sinusoid, omniglot-metric, omniglot-maml: runs trained at once in worker processes "
                              "(default 1)")
+    parser.add_argument("--amp", action="store_true",
+                        help="omniglot-metric, omniglot-maml: bfloat16 autocast in training (CUDA only)")
     parser.add_argument("--eager", action="store_true",
                         help="sinusoid: run the meta-steps eagerly (the full mode compiles them with torch.compile)")
     args = parser.parse_args(argv)

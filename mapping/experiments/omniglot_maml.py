@@ -36,6 +36,7 @@ from .checks import check_ints
 from .. import budget
 from ..data import vinyals_split
 from ..data.tasks import TaskBatch
+from ..device import autocast
 from ..meta import ANIL, FOMAML, MAML, MetaSGD, Reptile
 from ..meta.functional import batched_inner_loop
 from ..nn import Conv4
@@ -76,8 +77,11 @@ class MamlConfig:
     hidden: int = 64
     chunk_size: int = 32  # tasks per vmapped chunk: the whole meta-batch (0.51 s against 1.2 s in chunks of 8)
     seed: int = 0
+    amp: bool = False  # bfloat16 autocast in meta-training, CUDA only (mapping.device.autocast)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be a bool, got {self.amp!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         check_ints(self, positive=("n_way", "k_shot", "query", "meta_batch", "steps", "test_steps", "test_tasks",
@@ -133,9 +137,11 @@ def fit(config: MamlConfig, train_split, device: torch.device | str = "cpu", che
         batch = sampler.sample(config.meta_batch, tasks).to(device)
         optimizer.zero_grad(set_to_none=True)
         if reptile:
-            loss = learner.meta_grad(batch, F.cross_entropy)
+            with autocast(device, config.amp):
+                loss = learner.meta_grad(batch, F.cross_entropy)
         else:
-            loss, _ = learner.meta_loss(batch, F.cross_entropy)
+            with autocast(device, config.amp):
+                loss, _ = learner.meta_loss(batch, F.cross_entropy)
             loss.backward()  # the chunked execution hands over gradients it computed chunk by chunk
         optimizer.step()
         anneal.step()
@@ -264,6 +270,13 @@ def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", ro
     return evaluate_lake(classify, runs=runs, device=next(learner.parameters()).device).error, runs.num_runs
 
 
+def checkpoint_key(config: MamlConfig) -> str:
+    """12 hex digits of the training fields' hash: test settings left out (a new test reuses the training), and
+    ``amp`` left out when False, so float32 runs keep the names they had before the field existed."""
+    training = {k: v for k, v in asdict(config).items() if k not in TEST_FIELDS and (k != "amp" or v)}
+    return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
             progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
     """Meta-train and test one config: the metrics of :func:`evaluate`; ``train_seconds`` (over every resumed
@@ -271,8 +284,7 @@ def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_d
     and ``lake/transductive/error``, and how many runs that is, ``lake/runs``.
     The checkpoint's name depends on the training fields only, so a run with other test settings resumes it."""
     data = data if data is not None else vinyals_split()
-    training = {k: v for k, v in asdict(config).items() if k not in TEST_FIELDS}  # a new test reuses the training
-    key = hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
+    key = checkpoint_key(config)
     name = f"{config.method}/{config.setting}"
     ckpt = Path(checkpoint_dir) / f"omniglot-maml-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
     learner, history = fit(config, data["train"], device, ckpt, progress)
@@ -309,5 +321,6 @@ def paper_configs(methods=("maml", "fomaml")) -> list[MamlConfig]:
     return [MamlConfig.paper(m, n, k) for m in methods for n, k in ((5, 1), (5, 5), (20, 1), (20, 5))]
 
 
-__all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "accuracy", "build", "classify_batch",
+__all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "accuracy", "build", "checkpoint_key",
+           "classify_batch",
            "cpu_configs", "evaluate", "fit", "lake_error", "paper_configs", "predict", "run", "run_one", "widen_head"]

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import budget
 from ..data import EpisodeSampler, evaluate_lake, lake_split, small_split, vinyals_split
+from ..device import autocast
 from ..meta import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
 from ..nn import Conv4
 from ..nn.conv4 import BatchStatNorm2d
@@ -51,6 +52,7 @@ class MetricConfig:
     hidden: int = 64
     matching_scale: float = 20.0
     seed: int = 0
+    amp: bool = False  # bfloat16 autocast in training, CUDA only (mapping.device.autocast)
 
     @classmethod
     def for_mode(cls, method: str, split: str = "vinyals", mode: str | None = None, **overrides) -> "MetricConfig":
@@ -98,7 +100,8 @@ def fit(config: MetricConfig, data: dict, device: torch.device | str = "cpu", ch
     def step(_: int) -> dict[str, float]:
         model.train()
         batch = sampler.sample(1, generator).to(device)
-        loss, accuracy = model.loss(batch)
+        with autocast(device, config.amp):
+            loss, accuracy = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -198,7 +201,8 @@ def run_one(config: MetricConfig, device: torch.device | str = "cpu", checkpoint
 
     data = data if data is not None else load_split(config.split)
     name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
+    fields = {k: v for k, v in asdict(config).items() if k != "amp" or v}  # float32 runs keep their old names
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     ckpt = Path(checkpoint_dir) / f"omniglot-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
     tic = time.perf_counter()
     model, _ = fit(config, data, device, ckpt, progress)
