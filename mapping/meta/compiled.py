@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.func import grad_and_value
-from torch.utils._pytree import tree_leaves
 
 from ..nn.norms import check_vmappable
 from .checks import check_finite_inner
@@ -54,9 +53,13 @@ def _own_code(fn: Callable) -> Callable:
 
 
 def _signature(args: tuple) -> tuple:
-    """Shapes, dtypes and devices of the tensors in ``args``: a change makes torch.compile compile again."""
-    return tuple((tuple(t.shape), t.dtype, t.device.type) if isinstance(t, Tensor) else type(t)
-                 for t in tree_leaves(args))
+    """Shapes, dtypes and devices of the tensors in ``args`` (dicts of tensors looked into, other values as they
+    are): a change makes torch.compile compile again."""
+    out = []
+    for a in args:
+        for t in a.values() if isinstance(a, dict) else (a,):
+            out.append((t.shape, t.dtype, t.device) if isinstance(t, Tensor) else t)
+    return tuple(out)
 
 
 def _reason(error: BaseException) -> str:

@@ -224,11 +224,12 @@ class MAML(MetaLearner):
             steps = self.steps if steps is None else steps
             if not isinstance(batch, TaskBatch):
                 raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
-            return self.compiled(self._forward, loss_fn, self.params(), batch.tensors(), steps=steps,
-                                 alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
+            params, alpha = self.params(), self.alpha
+            return self.compiled(self._forward, loss_fn, params, batch.tensors(), steps=steps, alpha=alpha,
+                                 first_order=self.first_order, adapt=self.adapt_names,
                                  chunk_size=self.chunk_size if self.execution == "chunk" else None,
                                  validate=lambda: validate_inner(
-                                     self._forward, self.params(), *batch.tensors(), steps=steps, alpha=self.alpha,
+                                     self._forward, params, *batch.tensors(), steps=steps, alpha=alpha,
                                      adapt=self.adapt_names, execution=self.execution, chunk_size=self.chunk_size))
         return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
                          alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
