@@ -152,3 +152,22 @@ def start_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequ
             ax.fill_between(x, low, high, color=colour, alpha=0.15)
     ax.set(xlabel="meta-training episodes", ylabel=ylabel, title=title)
     return ax
+
+
+def compiled_speedups(record: Mapping, ax: Axes | None = None) -> Axes:
+    """Eager and compiled ms per step of each configuration of ``benchmarks/compiled_steps.py``'s ``record``, one
+    pair of bars per configuration and thread count (log scale: the steps span three orders of magnitude)."""
+    names, threads = record["config"]["configurations"], record["config"]["threads"]
+    m = record["metrics"]
+    ax = _axes(ax, figsize=(9, 3.8))
+    width = 0.8 / (2 * len(threads))
+    cmap = plt.get_cmap("tab20")
+    for j, t in enumerate(threads):
+        for k, kind in enumerate(("eager", "compiled")):
+            x = [i + (2 * j + k - len(threads) + 0.5) * width for i in range(len(names))]
+            ms = [m[f"{name}/threads{t}/{kind}/ms_per_step"] for name in names]
+            ax.bar(x, ms, width, color=cmap(2 * j + (1 - k)), label=f"{kind}, {t} thread{'s' * (t > 1)}")
+    ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize=8)
+    ax.set(yscale="log", ylabel="ms per step (log scale)", title="eager and compiled meta-steps")
+    ax.legend(fontsize=8, ncol=len(threads))
+    return ax

@@ -2,11 +2,16 @@
 their records, and the checks they make before timing anything."""
 import json
 
-import pytest
-import torch
+import matplotlib
 
-from benchmark_loader import load_benchmark as load
-from mapping.results import PROVENANCE_FIELDS
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from benchmark_loader import load_benchmark as load  # noqa: E402
+from mapping import plot  # noqa: E402
+from mapping.results import PROVENANCE_FIELDS  # noqa: E402
 
 
 @pytest.mark.slow
@@ -24,6 +29,11 @@ def test_compiled_steps_records_eager_and_compiled_times_per_thread_count(tmp_pa
         assert m[f"{key}/eager/ms_per_step"] > 0 and m[f"{key}/compiled/ms_per_step"] > 0
         assert m[f"{key}/speedup"] == pytest.approx(m[f"{key}/eager/ms_per_step"] / m[f"{key}/compiled/ms_per_step"])
         assert 0 < m[f"{key}/compile_seconds"] <= m[f"{key}/first_call_seconds"] + 1e-9
+    ax = plot.compiled_speedups(stored)
+    heights = sorted(bar.get_height() for bar in ax.patches)
+    assert heights == pytest.approx(sorted(m[f"{name}/threads1/{kind}/ms_per_step"]
+                                           for name in only for kind in ("eager", "compiled")))
+    plt.close(ax.figure)
     with pytest.raises(SystemExit):
         load("compiled_steps").main(["--tiny", "--quick", "--only", "sinusoid/nope"])
 
