@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -149,6 +150,10 @@ def background(args: argparse.Namespace) -> dict:
     return {"metrics": run(config), "config": config_dict(config)}
 
 
+# Measured with benchmarks/compiled_steps.py (results/benchmark_compiled_steps.json): the sinusoid's small
+# meta-steps run faster on one torch thread than on two, so on a CPU its methods train one per core.
+CPU_DEFAULTS = {"sinusoid": {"jobs": 2, "threads": 1}}
+
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid, "combine": combine,
                                                                  "background": background,
                                                                  "omniglot-metric": omniglot_metric,
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     parser.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
     parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (per job)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads per job (default torch's; sinusoid on a CPU: 1)")
     parser.add_argument("--episodes", type=int, default=None,
                         help="omniglot-metric: training episodes of every selected run (default: the mode's)")
     parser.add_argument("--halve-every", type=int, default=None,
@@ -181,17 +187,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
     parser.add_argument("--model", default=None,
                         help="recognizer: write the trained recognizer to this file (Recognizer.load reads it)")
-    parser.add_argument("--jobs", type=int, default=1,
+    parser.add_argument("--jobs", type=int, default=None,
                         help="sinusoid, omniglot-metric, omniglot-maml: runs trained at once in worker processes "
-                             "(default 1)")
+                             "(default 1; sinusoid on a CPU: one per core, at most 2)")
     parser.add_argument("--amp", action="store_true",
                         help="omniglot-metric, omniglot-maml: bfloat16 autocast in training (CUDA only)")
     parser.add_argument("--eager", action="store_true",
                         help="sinusoid: run the meta-steps eagerly (the full mode compiles them with torch.compile)")
     args = parser.parse_args(argv)
+    args.device = get_device(args.device)
+    defaults = CPU_DEFAULTS.get(args.experiment, {}) if args.device.type == "cpu" else {}
+    if args.jobs is None:
+        args.jobs = min(defaults.get("jobs", 1), os.cpu_count() or 1)
+    if args.threads is None:
+        args.threads = defaults.get("threads")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error(f"--jobs and --threads take positive ints, got {args.jobs} and {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.device = get_device(args.device)
     seed_everything(args.seed)
     command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.name is not None and not args.name.replace("_", "").isalnum():

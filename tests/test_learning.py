@@ -1,5 +1,6 @@
 """Learning curves that must improve: MAML on a smoke budget adapts, and beats the pretrained baseline."""
 import json
+import os
 
 import pytest
 import torch
@@ -63,6 +64,8 @@ def test_reproduce_writes_results_with_provenance(tmp_path, monkeypatch):
     assert record["mode"] == "smoke" and record["command"].startswith("python -m mapping.reproduce sinusoid")
     assert "maml/k5/step1/mse" in record["metrics"] and "reptile/k20/step10/ci95" in record["metrics"]
     assert record["config"]["iterations"] == SinusoidConfig.for_mode("smoke").iterations
+    # the CPU defaults measured for the sinusoid (mapping.reproduce.CPU_DEFAULTS): one thread per job, a job per core
+    assert record["config"]["jobs"] == min(2, os.cpu_count()) and record["config"]["threads_per_job"] == 1
     assert results.load("sinusoid", tmp_path) == record
     assert results.load("absent", tmp_path) is None
     monkeypatch.setenv("MAPPING_RESULTS", str(tmp_path))
