@@ -6,6 +6,8 @@ from .chunked import Precomputed, chunked_mean
 from .compiled import (COMPILE_ERRORS, CompiledFn, CompiledMetaLoss, compile_seconds, compiled_meta_loss,
                        meta_value_and_grad, sgd_adapted)
 from .curvature import inner_curvature
+from .distributed import (BACKENDS, DistributedContext, all_reduce_mean, all_reduce_meta_grads, init_from_env, shard,
+                          shard_bounds)
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, batched_inner_loop, functional,
                          inner_loop, params_of, validate_inner)
 from .mann import MANN, LSTMLearner, cosine_read_weights, least_used, write_weights
@@ -30,4 +32,6 @@ __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML",
            "sample_pairs", "siamese_logits",
            "MANN", "LSTMLearner", "cosine_read_weights", "least_used", "write_weights",
            "COMPILE_ERRORS", "CompiledFn", "CompiledMetaLoss", "compile_seconds", "compiled_meta_loss",
-           "meta_value_and_grad", "sgd_adapted"]
+           "meta_value_and_grad", "sgd_adapted",
+           "BACKENDS", "DistributedContext", "all_reduce_mean", "all_reduce_meta_grads", "init_from_env", "shard",
+           "shard_bounds"]
