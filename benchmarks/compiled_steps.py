@@ -6,12 +6,12 @@ One step is ``zero_grad`` + the method's loss + ``backward`` (Reptile: ``meta_gr
   steps on support + query) on the 1-40-40-1 MLP, 25 tasks of 10 + 10 points (Finn et al. 2017, §5.1);
 * ``omniglot/maml``: second-order MAML with MAML's strided Conv-4 (batch statistics), alpha 0.4, one inner step,
   ``--conv-tasks`` tasks of 5-way 1-shot with 5 queries per class, random 1x28x28 images;
-* ``omniglot/protonet`` and ``omniglot/matching``: the metric losses with the 64-filter Conv-4, 32 tasks of 5-way
-  1-shot with 5 queries per class.
+* ``omniglot/protonet`` and ``omniglot/matching``: the metric losses with the 64-filter Conv-4, ``--conv-tasks``
+  tasks of 5-way 1-shot with 5 queries per class.
 
 For each thread count (``--threads 1 2``) both learners of a configuration are built afresh from the same weights
 (inductor generates its C++ kernels for the thread count it compiles under), their gradients are checked to
-agree (rtol 1e-4, float32), the compiled one's first call is timed as its compile time, and the two are then
+agree (relative distance under 1e-3 in float32, recorded as ``grad_rel_err``), the compiled one's first call is timed as its compile time, and the two are then
 timed interleaved (:func:`mapping.timing.time_interleaved`). ``--out results`` writes
 ``results/benchmark_compiled_steps.json``; ``--tiny --quick`` is the seconds-long smoke run of the tests.
 """
@@ -53,8 +53,14 @@ def configs(tiny: bool, conv_tasks: int) -> dict[str, tuple]:
                             omniglot_batch(ct, 5, 1, 5, 0), F.cross_entropy)
     for name, cls in (("protonet", PrototypicalNetwork), ("matching", MatchingNetwork)):
         out[f"omniglot/{name}"] = (lambda net, c, cls=cls: cls(net, compile=c), lambda: Conv4(hidden=filters),
-                                   omniglot_batch(st if tiny else 32, 5, 1, 5, 0), None)
+                                   omniglot_batch(ct, 5, 1, 5, 0), None)
     return out
+
+
+def relative_error(a: list, b: list) -> float:
+    """``||a - b|| / ||b||`` over all gradient entries (float32 rounding differs between eager and compiled)."""
+    num = sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b)) ** 0.5
+    return num / sum(float((y ** 2).sum()) for y in b) ** 0.5
 
 
 def make_step(learner, batch, loss_fn):
@@ -84,21 +90,23 @@ def run_config(name, spec, threads, args) -> dict[str, float]:
     seconds = compile_seconds(compiled)
     if seconds is None:
         sys.exit(f"ABORT: torch.compile of {name} fell back to eager")
-    torch.testing.assert_close(grads["compiled"], grads["eager"], rtol=1e-4, atol=1e-5)
+    err = relative_error(grads["compiled"], grads["eager"])
+    if not err < 1e-3:
+        sys.exit(f"ABORT: the compiled gradient of {name} is {err:.1e} away from the eager one (relative)")
     ms = time_interleaved(steps, args.repeats, args.block)
     print(f"{name:<20}{threads:>8}{ms['eager']:>10.2f}{ms['compiled']:>10.2f}"
           f"{ms['eager'] / ms['compiled']:>9.2f}x{seconds:>10.1f}", flush=True)
     key = f"{name}/threads{threads}"
     return {f"{key}/eager/ms_per_step": ms["eager"], f"{key}/compiled/ms_per_step": ms["compiled"],
             f"{key}/speedup": ms["eager"] / ms["compiled"], f"{key}/compile_seconds": seconds,
-            f"{key}/first_call_seconds": first}
+            f"{key}/first_call_seconds": first, f"{key}/grad_rel_err": err}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to compare")
     parser.add_argument("--only", nargs="+", default=None, help="configurations to run (default: all)")
-    parser.add_argument("--conv-tasks", type=int, default=8, help="tasks of the Conv-4 MAML batch")
+    parser.add_argument("--conv-tasks", type=int, default=8, help="tasks of the Conv-4 batches")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--block", type=float, default=1.0, help="seconds per timed block")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (aot_eager: no code generation)")
