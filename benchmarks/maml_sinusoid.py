@@ -84,8 +84,9 @@ def make_higher(model):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=20, help="meta-iterations per timed block")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds; the median is reported")
+    parser.add_argument("--iterations", type=int, default=200,
+                        help="meta-iterations per timed block (long enough that a switch of implementation costs little)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per implementation")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default=None, help="default: mapping.device.get_device()")
