@@ -152,7 +152,8 @@ def last_error_line(stderr: str) -> str:
     """The last line of ``stderr`` that says what went wrong, skipping pip's generic notes and hints.
 
     A resolution conflict gives its first clashing requirements (``The user requested torch==2.13.0;
-    torchmeta 1.8.0 depends on torch<1.10.0 and >=1.4.0``). Otherwise the last line matching an error pattern (``...Error: ...``, ``ERROR: ...``, ``error: ...``)
+    torchmeta 1.8.0 depends on torch<1.10.0 and >=1.4.0``), or without them pip's "Cannot install" line in short;
+    a failed C build its compiler's ``fatal error:`` line. Otherwise the last line matching an error pattern (``...Error: ...``, ``ERROR: ...``, ``error: ...``)
     that is not one of pip's notes or build-failure wrappers (then a wrapper line); else the last non-blank
     line; ``""`` for blank output.
     """
@@ -160,6 +161,14 @@ def last_error_line(stderr: str) -> str:
     if "The conflict is caused by:" in lines:  # a resolution conflict: the requirements that clash
         cause = lines[lines.index("The conflict is caused by:") + 1:]
         return "; ".join(ln for ln in cause[:3] if "depends on" in ln or "requested" in ln)[:400]
+    for ln in lines:  # a C compiler's fatal error inside a failed wheel build says more than pip's wrapper
+        if "fatal error:" in ln:
+            return ln[:400]
+    for ln in lines:  # "Cannot install x==1.1.0, ..., x==1.8.0 because these package versions have conflicting ..."
+        releases = re.findall(r"([\w.-]+)==([\w.]+)", ln) if ln.startswith("ERROR: Cannot install") else []
+        if releases and "conflicting dependencies" in ln:
+            return (f"ERROR: Cannot install {releases[0][0]} {releases[0][1]} to {releases[-1][1]} ({len(releases)} "
+                    "releases): conflicting dependencies")
     useful = [ln for ln in lines if not _NOISE.match(ln)]
     for pool in ([ln for ln in useful if not _GENERIC.match(ln)], useful):
         for ln in reversed(pool):

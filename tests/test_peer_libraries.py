@@ -144,3 +144,17 @@ def test_stored_record_has_the_fields_the_book_reads():
         assert lib["smoke_ok"] <= lib["import_ok"] <= lib["install_ok"], name
         assert lib["smoke_ok"] or lib["error"], f"{name} failed without an error line"
         assert record["metrics"][f"{name}/smoke_ok"] == int(lib["smoke_ok"])
+
+
+def test_last_error_line_prefers_the_compilers_fatal_error_and_shortens_pips_cannot_install():
+    build = ("      building 'l2l.data.meta_dataset' extension\n"
+             "      l2l/data/meta_dataset.c:210:12: fatal error: longintrepr.h: No such file or directory\n"
+             "      compilation terminated.\n"
+             "      error: Command '['gcc', '-c', 'l2l/data/meta_dataset.c']' returned non-zero exit status 1.\n"
+             "  ERROR: Failed building wheel for learn2learn\n")
+    assert peer.last_error_line(build) == \
+        "l2l/data/meta_dataset.c:210:12: fatal error: longintrepr.h: No such file or directory"
+    conflict = ("ERROR: Cannot install torchmeta==1.1.0, torchmeta==1.2.0 and torchmeta==1.8.0 because these package "
+                "versions have conflicting dependencies.\nERROR: ResolutionImpossible: for help visit x\n")
+    assert peer.last_error_line(conflict) == \
+        "ERROR: Cannot install torchmeta 1.1.0 to 1.8.0 (3 releases): conflicting dependencies"
