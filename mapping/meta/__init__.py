@@ -14,6 +14,7 @@ from .mann import MANN, LSTMLearner, cosine_read_weights, least_used, write_weig
 from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
 from .metric import (FullContextEmbedding, MatchingNetwork, MetricLearner, PrototypicalNetwork, cosine_attention,
                      infer_n_way, matching_log_probs, protonet_logits, prototypes, squared_distances)
+from .recompute import check_checkpoint, recomputed
 from .reptile import (INNER, Reptile, adam_adapted_params, adapted_params, article_reptile_update,
                       reptile_direction, reptile_update)
 from .siamese import (REDUCTIONS, SiameseNetwork, class_scores, pairs_from_batch, pairwise_siamese_logits,
@@ -34,4 +35,4 @@ __all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML",
            "COMPILE_ERRORS", "CompiledFn", "CompiledMetaLoss", "compile_seconds", "compiled_meta_loss",
            "meta_value_and_grad", "sgd_adapted",
            "BACKENDS", "DistributedContext", "all_reduce_mean", "all_reduce_meta_grads", "init_from_env", "shard",
-           "shard_bounds"]
+           "shard_bounds", "check_checkpoint", "recomputed"]

@@ -21,14 +21,17 @@ primitive-op versions (:mod:`mapping.nn.norms`), so every execution gives the sa
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from ..nn.norms import check_vmappable, primitive_norms
 from .checks import (check_alpha, check_data, check_execution, check_finite_inner, check_steps,
                      checked_loss)
+from .recompute import check_checkpoint, recomputed
 
 Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
@@ -88,7 +91,7 @@ def _autograd_grad_and_value(loss: Callable[[Params], Tensor], create: bool
 def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: Tensor, *, steps: int,
                alpha: Alpha, first_order: bool = False, adapt: Sequence[str] | None = None,
                query: tuple[Tensor, Tensor] | None = None, trace: bool = False,
-               autograd: bool = False) -> tuple[Params, Tensor, Tensor]:
+               autograd: bool = False, checkpoint: bool = False) -> tuple[Params, Tensor, Tensor]:
     """Adapt ``params`` to one task by ``steps`` steps of gradient descent on ``loss_fn(forward(., x), y)``.
 
     theta'_j = theta'_{j-1} - alpha * grad L_support(theta'_{j-1}),  theta'_0 = theta   (MAML eq. 1)
@@ -100,28 +103,41 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     ``trace`` after 0..steps steps ``(steps + 1,)``. The inner gradients come from :func:`torch.func.grad`,
     or with ``autograd`` from :func:`torch.autograd.grad` (the ``"loop"`` execution: modules may update
     buffers in place; the inner graph is kept when grad mode is on and ``first_order`` is off).
+
+    With ``checkpoint`` (gradient checkpointing, Chen et al. 2016) each inner step keeps only its inputs
+    (the fast weights, the support set and the meta-parameters it reads) instead of its graph (the support
+    forward's activations and the inner backward); the backward of the meta-loss runs each step again, so the
+    meta-gradient is the same, memory holds one step's graph instead of ``steps`` of them, and the inner
+    loop's forward and inner gradient are computed twice. With ``autograd`` that is
+    :func:`torch.utils.checkpoint.checkpoint` (``use_reentrant=False``), else :func:`~mapping.meta.recompute.
+    recomputed` (``torch.utils.checkpoint`` does not run under :func:`torch.func.grad`). The query loss's
+    graph is kept as usual. The step runs twice, so the module must not update buffers in it.
     """
     keys = list(params) if adapt is None else list(adapt)
     frozen = {k: v for k, v in params.items() if k not in keys}
     support_fn, query_fn = checked_loss(loss_fn, "support_y"), checked_loss(loss_fn, "query_y")
 
-    def support_loss(fast: Params) -> Tensor:
-        return support_fn(forward({**frozen, **fast}, x), y)
-
     def query_loss(fast: Params) -> Tensor:
         return query_fn(forward({**frozen, **fast}, query[0]), query[1])
 
-    step = (_autograd_grad_and_value(support_loss, torch.is_grad_enabled() and not first_order) if autograd
-            else grad_and_value(support_loss))
-    fast, rate = {k: params[k] for k in keys}, _rates(alpha, keys)
+    create = torch.is_grad_enabled() and not first_order
+
+    def descend(fast: Params, frozen: Params, rate: Mapping, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
+        def support_loss(f: Params) -> Tensor:
+            return support_fn(forward({**frozen, **f}, x), y)
+        g, loss = (_autograd_grad_and_value(support_loss, create) if autograd else grad_and_value(support_loss))(fast)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        return {k: fast[k] - rate[k] * g[k] for k in keys}, loss
+
+    step = (descend if not (checkpoint and torch.is_grad_enabled()) else
+            partial(torch_checkpoint, descend, use_reentrant=False) if autograd else partial(recomputed, descend))
+    fast, rate = {k: params[k] for k in keys}, dict(_rates(alpha, keys))
     inner, outer = [], []
     for _ in range(steps):
         if query is not None and trace:
             outer.append(query_loss(fast))
-        g, loss = step(fast)
-        if first_order:
-            g = {k: v.detach() for k, v in g.items()}
-        fast = {k: fast[k] - rate[k] * g[k] for k in keys}
+        fast, loss = step(fast, frozen, rate, x, y)
         inner.append(loss)
     if query is not None:
         outer.append(query_loss(fast))
@@ -139,9 +155,10 @@ def _stack(results: list[tuple[Params, Tensor, Tensor]], dim_new: bool) -> tuple
 
 def validate_inner(forward: Forward, params: Params, support_x: Tensor, support_y: Tensor,
                    query_x: Tensor | None, query_y: Tensor | None, *, steps: int, alpha: Alpha,
-                   adapt: Sequence[str] | None, execution: str, chunk_size: int) -> None:
+                   adapt: Sequence[str] | None, execution: str, chunk_size: int, checkpoint: bool = False) -> None:
     """Every argument check of :func:`batched_inner_loop`, raising ``ValueError`` / ``FloatingPointError``."""
     check_steps(steps)
+    check_checkpoint(checkpoint, getattr(forward, "module", None), execution)
     check_alpha(alpha, params)
     check_execution(execution, chunk_size)
     if adapt is not None:
@@ -161,21 +178,24 @@ def batched_inner_loop(forward: Forward, loss_fn: LossFn, params: Params, suppor
                        query_x: Tensor | None = None, query_y: Tensor | None = None, *, steps: int, alpha: Alpha,
                        first_order: bool = False, adapt: Sequence[str] | None = None, trace: bool = False,
                        execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
-                       validate: bool = True) -> tuple[Params, Tensor, Tensor]:
+                       validate: bool = True, checkpoint: bool = False) -> tuple[Params, Tensor, Tensor]:
     """:func:`inner_loop` over tasks: x, y of shape ``(tasks, shots, ...)``, run as ``execution`` says.
 
     Returns adapted parameters with a leading ``tasks`` dimension, support losses ``(tasks, steps)`` and
     query losses ``(tasks, 1)`` after the last step, or with ``trace`` ``(tasks, steps + 1)`` after 0..steps
     steps (empty if no query is given). Every execution keeps the whole graph; :func:`maml_loss` bounds
     memory for ``"chunk"`` and ``"loop"`` by taking one backward per chunk. ``validate=False`` skips
-    :func:`validate_inner` (for a caller that checked the whole batch already).
+    :func:`validate_inner` (for a caller that checked the whole batch already). ``checkpoint``: see
+    :func:`inner_loop`; it works under every execution and drops each inner step's graph (activations of the
+    support forward and of the inner backward, for every task of the batch or chunk) for one recomputation of
+    the step in the backward.
     """
     has_query = query_x is not None
     qx, qy = (query_x, query_y) if has_query else (support_x, support_y)
     if validate:
         validate_inner(forward, params, support_x, support_y, query_x, query_y, steps=steps, alpha=alpha,
-                       adapt=adapt, execution=execution, chunk_size=chunk_size)
-    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt, trace=trace)
+                       adapt=adapt, execution=execution, chunk_size=chunk_size, checkpoint=checkpoint)
+    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt, trace=trace, checkpoint=checkpoint)
 
     if execution == "loop":
         return _stack([inner_loop(forward, loss_fn, params, support_x[t], support_y[t], autograd=True,

@@ -22,13 +22,15 @@ from ..data.tasks import TaskBatch
 from .checks import check_alpha, check_execution, check_finite_inner, check_steps
 from .chunked import chunked_mean
 from .compiled import compiled_meta_loss
+from .recompute import check_checkpoint
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, adaptation_curve,
                          batched_inner_loop, functional, params_of, validate_inner)
 
 
 def maml_loss(forward: Forward, loss_fn: LossFn, params: Params, batch: TaskBatch, *, steps: int = 1,
               alpha: Alpha = 0.01, first_order: bool = False, adapt: Sequence[str] | None = None,
-              execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
+              execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
+              checkpoint: bool = False) -> tuple[Tensor, Tensor]:
     """Mean query loss after adapting to each task of ``batch`` (Finn et al. 2017, Algorithm 2, line 10).
 
     ``loss.backward()`` gives the meta-gradient, whatever the ``execution`` (see :mod:`mapping.meta.functional`):
@@ -36,18 +38,21 @@ def maml_loss(forward: Forward, loss_fn: LossFn, params: Params, batch: TaskBatc
     task at a time) take one backward per chunk while the loss is computed (:mod:`mapping.meta.chunked`), so
     their memory does not grow with the tasks. Raises ``FloatingPointError`` naming the task and inner step if
     a support loss is not finite. Returns ``(loss, inner_losses)``, ``inner_losses`` of shape ``(tasks, steps)``.
+    ``checkpoint`` recomputes each inner step in the backward instead of storing its graph (same meta-gradient;
+    memory of one step's graph instead of ``steps``, for one more inner forward and inner gradient per step;
+    :func:`~mapping.meta.functional.inner_loop`), under every execution.
     """
     if not isinstance(batch, TaskBatch):
         raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
     check_execution(execution, chunk_size)
-    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt)
+    kw = dict(steps=steps, alpha=alpha, first_order=first_order, adapt=adapt, checkpoint=checkpoint)
     if execution == "vmap":
         _, inner, outer = batched_inner_loop(forward, loss_fn, params, *batch.tensors(), **kw,
                                              execution="vmap")  # inner: (tasks, steps)
         check_finite_inner(inner)
         return outer[:, -1].mean(), inner
     validate_inner(forward, params, *batch.tensors(), steps=steps, alpha=alpha, adapt=adapt, execution=execution,
-                   chunk_size=chunk_size)
+                   chunk_size=chunk_size, checkpoint=checkpoint)
     rates = dict(alpha) if isinstance(alpha, Mapping) else {}
     inputs = {**{("params", k): v for k, v in params.items()}, **{("alpha", k): v for k, v in rates.items()}}
 
@@ -198,14 +203,21 @@ class MAML(MetaLearner):
     ``execution`` (``"vmap"``, ``"chunk"`` with ``chunk_size``, or ``"loop"``) says how the tasks of a batch
     run; every execution gives the same loss and meta-gradient (see :func:`maml_loss`). ``compile=True`` (or a
     dict of :func:`torch.compile` options) compiles the meta-step of ``"vmap"`` and ``"chunk"``
-    (:mod:`mapping.meta.compiled`); the loss can then not be differentiated twice.
+    (:mod:`mapping.meta.compiled`); the loss can then not be differentiated twice. ``checkpoint=True``
+    recomputes each inner step in the backward instead of storing its graph (:func:`maml_loss`); not with
+    ``compile``.
     """
 
     def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
                  adapt: Sequence[str] | None = None, *, execution: str = DEFAULT_EXECUTION,
                  chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False,
-                 compile: bool | Mapping = False) -> None:
+                 compile: bool | Mapping = False, checkpoint: bool = False) -> None:
         super().__init__(module, alpha, steps, execution, chunk_size)
+        check_checkpoint(checkpoint, None, execution)
+        if checkpoint and compile is not False:
+            raise ValueError("checkpoint=True cannot be combined with compile (the compiled meta-step keeps its own "
+                             "graph); pass one of them")
+        self.checkpoint = checkpoint
         self.compiled = compiled_meta_loss(compile, execution)
         self.first_order = first_order
         self.allow_unused, self.allow_nograd = allow_unused, allow_nograd
@@ -233,7 +245,7 @@ class MAML(MetaLearner):
                                      adapt=self.adapt_names, execution=self.execution, chunk_size=self.chunk_size))
         return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
                          alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
-                         execution=self.execution, chunk_size=self.chunk_size)
+                         execution=self.execution, chunk_size=self.chunk_size, checkpoint=self.checkpoint)
 
 
 class FOMAML(MAML):
