@@ -176,28 +176,39 @@ def compiled_speedups(record: Mapping, ax: Axes | None = None) -> Axes:
 def memory_figure(record: Mapping) -> "plt.Figure":
     """Peak memory of second-order MAML from ``benchmarks/maml_memory.py``'s ``record``: against inner steps and
     against the task batch (one line per model, log scale: the models differ by orders of magnitude), and the
-    options that bound it as (time, memory) relative to plain vmap at the fixed configuration, one marker each."""
+    options that bound it as (time, memory) relative to plain vmap at the fixed configuration: one marker per
+    model and option, the colour naming the option, the shape the model."""
+    from matplotlib.lines import Line2D
     m, models = record["metrics"], record["config"]["models"]
-    fig, (by_steps, by_tasks, opts) = plt.subplots(1, 3, figsize=(13, 3.8), layout="constrained")
-    markers = dict(zip(models, "os^D"))
+    fig, (by_steps, by_tasks, opts) = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
+    markers, colours = dict(zip(models, "os^D")), {}
     for name, c in models.items():
         steps, tasks = list(c["step_sweep"]), list(c["task_sweep"])
         by_steps.plot(steps, [m[f"{name}/steps{s}/tasks{c['tasks']}/vmap/peak_mib"] for s in steps],
                       marker=markers[name], label=f"{name}, {c['tasks']} tasks")
         by_tasks.plot(tasks, [m[f"{name}/steps{c['steps']}/tasks{t}/vmap/peak_mib"] for t in tasks],
                       marker=markers[name], label=f"{name}, {c['steps']} steps")
-        for i, label in enumerate(c["options"]):
+        for label in c["options"]:
             k = f"{name}/steps{c['steps']}/tasks{c['tasks']}/{label}"
             x, y = (1.0, 1.0) if label == "vmap" else (m[f"{k}/ms_vs_vmap"], m[f"{k}/peak_vs_vmap"])
-            opts.scatter(x, y, marker=markers[name], color=plt.get_cmap("tab10")(i),
-                         label=f"{name}: {label}" if label != "vmap" else f"{name}: vmap (plain)")
+            colour = colours.setdefault(label, plt.get_cmap("tab10")(len(colours)))
+            opts.scatter(x, y, marker=markers[name], color=colour, s=40, zorder=3)
     by_steps.set(xlabel="inner steps", ylabel="peak memory (MiB, log scale)", yscale="log",
                  title="second-order MAML, vmap: inner steps")
     by_tasks.set(xlabel="tasks per meta-batch (log scale)", ylabel="peak memory (MiB, log scale)", xscale="log",
                  yscale="log", title="task batch")
-    opts.set(xlabel="time per meta-iteration / plain vmap", ylabel="peak memory / plain vmap",
-             title="options that bound memory")
+    ticks = sorted({t for c in models.values() for t in c["task_sweep"]})
+    by_tasks.set_xticks(ticks, [str(t) for t in ticks], minor=False)
+    by_tasks.minorticks_off()
     for ax in (by_steps, by_tasks):
         ax.legend(fontsize=8)
-    opts.legend(fontsize=7, ncol=2, loc="upper right")
+    opts.axhline(1, color="grey", ls=":", lw=1)
+    opts.axvline(1, color="grey", ls=":", lw=1)
+    opts.set(xlabel="time per meta-iteration / plain vmap", ylabel="peak memory / plain vmap", ylim=(0, None),
+             title="options that bound memory (fixed steps and tasks)")
+    handles = [Line2D([], [], ls="", marker="s", color=colour, label=label.replace("_", " "))
+               for label, colour in colours.items()]
+    handles += [Line2D([], [], ls="", marker=marker, color="grey", label=f"{name}, {models[name]['tasks']} tasks, "
+                       f"{models[name]['steps']} steps") for name, marker in markers.items()]
+    opts.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig

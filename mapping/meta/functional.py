@@ -99,7 +99,7 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     ``alpha`` may be a dict of tensors (Meta-SGD: ``theta' = theta - alpha o grad``). Only the names in
     ``adapt`` move (ANIL adapts the head); the others are used as they are. With ``first_order`` the inner
     gradients are treated as constants (FOMAML). Returns the adapted parameters, the support losses before
-    each step ``(steps,)`` and, if ``query`` is given, the query loss after the last step ``(1,)``, or with
+    each step ``(steps,)`` (detached: without them first-order MAML's memory would grow with the steps) and, if ``query`` is given, the query loss after the last step ``(1,)``, or with
     ``trace`` after 0..steps steps ``(steps + 1,)``. The inner gradients come from :func:`torch.func.grad`,
     or with ``autograd`` from :func:`torch.autograd.grad` (the ``"loop"`` execution: modules may update
     buffers in place; the inner graph is kept when grad mode is on and ``first_order`` is off).
@@ -128,7 +128,8 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
         g, loss = (_autograd_grad_and_value(support_loss, create) if autograd else grad_and_value(support_loss))(fast)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
-        return {k: fast[k] - rate[k] * g[k] for k in keys}, loss
+        # the support loss is returned for checks and logs only: detached, it keeps no step's forward graph alive
+        return {k: fast[k] - rate[k] * g[k] for k in keys}, loss.detach()
 
     step = (descend if not (checkpoint and torch.is_grad_enabled()) else
             partial(torch_checkpoint, descend, use_reentrant=False) if autograd else partial(recomputed, descend))
