@@ -11,7 +11,8 @@ One step is ``zero_grad`` + the method's loss + ``backward`` (Reptile: ``meta_gr
 
 For each thread count (``--threads 1 2``) both learners of a configuration are built afresh from the same weights
 (inductor generates its C++ kernels for the thread count it compiles under), their gradients are checked to
-agree (relative distance under 1e-3 in float32, recorded as ``grad_rel_err``), the compiled one's first call is timed as its compile time, and the two are then
+agree (relative distance under 1e-2 in float32, recorded as ``grad_rel_err``: rounding alone reaches 3e-3 on
+Conv-4's metric losses, while in float64 eager and compiled agree to 1e-13), the compiled one's first call is timed as its compile time, and the two are then
 timed interleaved (:func:`mapping.timing.time_interleaved`). ``--out results`` writes
 ``results/benchmark_compiled_steps.json``; ``--tiny --quick`` is the seconds-long smoke run of the tests.
 """
@@ -91,7 +92,7 @@ def run_config(name, spec, threads, args) -> dict[str, float]:
     if seconds is None:
         sys.exit(f"ABORT: torch.compile of {name} fell back to eager")
     err = relative_error(grads["compiled"], grads["eager"])
-    if not err < 1e-3:
+    if not err < 1e-2:  # float32 rounding: up to 3e-3 on Conv-4 (in float64 the two agree to 1e-13)
         sys.exit(f"ABORT: the compiled gradient of {name} is {err:.1e} away from the eager one (relative)")
     ms = time_interleaved(steps, args.repeats, args.block)
     print(f"{name:<20}{threads:>8}{ms['eager']:>10.2f}{ms['compiled']:>10.2f}"

@@ -258,3 +258,17 @@ def test_compiled_metric_loss_equals_eager(float64, cls):
     bad.support_y[1] = 0  # task 1 has no example of classes 1 and 2: checked eagerly, before compiling
     with pytest.raises(ValueError, match="no example of class 1 in task 1"):
         compiled.loss(bad)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_protonet_equals_eager_in_float64(float64):
+    torch.manual_seed(0)
+    backbone = Conv4(hidden=8, bn="batch").double()
+    batch = image_batch(size=28)
+    grads = []
+    for compile in (False, True):
+        learner = PrototypicalNetwork(backbone, compile=compile)
+        backbone.zero_grad()
+        learner.loss(batch)[0].backward()
+        grads.append([p.grad.clone() for p in backbone.parameters()])
+    assert relative_error(grads[1], grads[0]) < 1e-10
