@@ -10,10 +10,12 @@ One step is ``zero_grad`` + the method's loss + ``backward`` (Reptile: ``meta_gr
   tasks of 5-way 1-shot with 5 queries per class.
 
 For each thread count (``--threads 1 2``) both learners of a configuration are built afresh from the same weights
-(inductor generates its C++ kernels for the thread count it compiles under), their gradients are checked to
-agree (relative distance under 1e-2 in float32, recorded as ``grad_rel_err``: rounding alone reaches 3e-3 on
-Conv-4's metric losses, while in float64 eager and compiled agree to 1e-13), the compiled one's first call is timed as its compile time, and the two are then
-timed interleaved (:func:`mapping.timing.time_interleaved`). ``--out results`` writes
+and compiled under that count (inductor generates its C++ kernels for the thread count it compiles under), their
+gradients are checked to agree (relative distance under 1e-2 in float32, recorded as ``grad_rel_err``: rounding
+alone reaches 3e-3 on Conv-4's metric losses, while in float64 eager and compiled agree to 1e-13), the compiled
+one's first call is timed as its compile time, and the two are then timed interleaved with those of the other
+thread counts, the thread count set before every block (:func:`mapping.timing.time_interleaved`), so that every
+ratio, between implementations and between thread counts, is measured side by side. ``--out results`` writes
 ``results/benchmark_compiled_steps.json``; ``--tiny --quick`` is the seconds-long smoke run of the tests.
 """
 from __future__ import annotations
@@ -76,8 +78,12 @@ def make_step(learner, batch, loss_fn):
     return step
 
 
-def run_config(name, spec, threads, args) -> dict[str, float]:
+def build_pair(name, spec, threads, args) -> tuple[dict, dict[str, float]]:
+    """Eager and compiled steps of one configuration, built and compiled under ``threads`` torch threads (inductor's
+    C++ kernels keep the thread count they were compiled for); checks their gradients and returns the steps and
+    the metrics known before timing."""
     make, net_factory, batch, loss_fn = spec
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = net_factory()
     eager, compiled = make(copy.deepcopy(net), False), make(copy.deepcopy(net), {"backend": args.backend})
@@ -94,13 +100,33 @@ def run_config(name, spec, threads, args) -> dict[str, float]:
     err = relative_error(grads["compiled"], grads["eager"])
     if not err < 1e-2:  # float32 rounding: up to 3e-3 on Conv-4 (in float64 the two agree to 1e-13)
         sys.exit(f"ABORT: the compiled gradient of {name} is {err:.1e} away from the eager one (relative)")
-    ms = time_interleaved(steps, args.repeats, args.block)
-    print(f"{name:<20}{threads:>8}{ms['eager']:>10.2f}{ms['compiled']:>10.2f}"
-          f"{ms['eager'] / ms['compiled']:>9.2f}x{seconds:>10.1f}", flush=True)
     key = f"{name}/threads{threads}"
-    return {f"{key}/eager/ms_per_step": ms["eager"], f"{key}/compiled/ms_per_step": ms["compiled"],
-            f"{key}/speedup": ms["eager"] / ms["compiled"], f"{key}/compile_seconds": seconds,
-            f"{key}/first_call_seconds": first, f"{key}/grad_rel_err": err}
+    return steps, {f"{key}/compile_seconds": seconds, f"{key}/first_call_seconds": first, f"{key}/grad_rel_err": err}
+
+
+def on_threads(fn, threads: int):
+    """``fn`` run with ``threads`` torch threads (set before every call: the blocks of other counts interleave)."""
+    def run():
+        torch.set_num_threads(threads)
+        fn()
+    return run
+
+
+def run_config(name, spec, thread_counts, args) -> dict[str, float]:
+    """Eager and compiled, at every thread count, all timed side by side (interleaved blocks)."""
+    metrics, fns = {}, {}
+    for t in thread_counts:
+        steps, known = build_pair(name, spec, t, args)
+        metrics.update(known)
+        fns.update({f"{kind}@{t}": on_threads(step, t) for kind, step in steps.items()})
+    ms = time_interleaved(fns, args.repeats, args.block)
+    for t in thread_counts:
+        key, eager, compiled = f"{name}/threads{t}", ms[f"eager@{t}"], ms[f"compiled@{t}"]
+        metrics.update({f"{key}/eager/ms_per_step": eager, f"{key}/compiled/ms_per_step": compiled,
+                        f"{key}/speedup": eager / compiled})
+        print(f"{name:<20}{t:>8}{eager:>10.2f}{compiled:>10.2f}{eager / compiled:>9.2f}x"
+              f"{metrics[key + '/compile_seconds']:>10.1f}", flush=True)
+    return metrics
 
 
 def main(argv=None) -> dict:
@@ -126,10 +152,8 @@ def main(argv=None) -> dict:
     print(f"{'configuration':<20}{'threads':>8}{'eager':>10}{'compiled':>10}{'speed-up':>10}{'compile s':>10}")
     metrics = {}
     try:
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            for name in names:
-                metrics.update(run_config(name, specs[name], threads, args))
+        for name in names:
+            metrics.update(run_config(name, specs[name], args.threads, args))
     finally:
         torch.set_num_threads(before)
     record = results.provenance("benchmark_compiled_steps", command="python benchmarks/compiled_steps.py "
