@@ -150,8 +150,9 @@ def background(args: argparse.Namespace) -> dict:
     return {"metrics": run(config), "config": config_dict(config)}
 
 
-# Measured with benchmarks/compiled_steps.py (results/benchmark_compiled_steps.json): the sinusoid's small
-# meta-steps run faster on one torch thread than on two, so on a CPU its methods train one per core.
+# Measured with benchmarks/compiled_steps.py (results/benchmark_compiled_steps.json, thread counts side by side):
+# a second torch thread speeds the sinusoid's small meta-steps up by 0-30%, so on a CPU its methods train one
+# per core, two at once, instead of one after another on all cores.
 CPU_DEFAULTS = {"sinusoid": {"jobs": 2, "threads": 1}}
 
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid, "combine": combine,
