@@ -152,7 +152,8 @@ def background(args: argparse.Namespace) -> dict:
 
 # Measured with benchmarks/compiled_steps.py (results/benchmark_compiled_steps.json, thread counts side by side):
 # a second torch thread speeds the sinusoid's small meta-steps up by 0-30%, so on a CPU its methods train one
-# per core, two at once, instead of one after another on all cores.
+# per core, two at once: all six in 6.4 min on 2 cores, against 6.9 min one after another
+# on one thread (results/sinusoid.json, results/sinusoid_serial.json).
 CPU_DEFAULTS = {"sinusoid": {"jobs": 2, "threads": 1}}
 
 EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinusoid, "combine": combine,
