@@ -180,7 +180,10 @@ def memory_figure(record: Mapping) -> "plt.Figure":
     model and option, the colour naming the option, the shape the model."""
     from matplotlib.lines import Line2D
     m, models = record["metrics"], record["config"]["models"]
-    fig, (by_steps, by_tasks, opts) = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
+    # two rows at the book's column width, so that the labels stay legible: the two sweeps, then the options
+    fig = plt.figure(figsize=(9, 7.5), layout="constrained")
+    axes = fig.subplot_mosaic([["steps", "tasks"], ["opts", "opts"]])
+    by_steps, by_tasks, opts = axes["steps"], axes["tasks"], axes["opts"]
     markers, colours = dict(zip(models, "os^D")), {}
     for name, c in models.items():
         steps, tasks = list(c["step_sweep"]), list(c["task_sweep"])
@@ -201,7 +204,7 @@ def memory_figure(record: Mapping) -> "plt.Figure":
     by_tasks.set_xticks(ticks, [str(t) for t in ticks], minor=False)
     by_tasks.minorticks_off()
     for ax in (by_steps, by_tasks):
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     opts.axhline(1, color="grey", ls=":", lw=1)
     opts.axvline(1, color="grey", ls=":", lw=1)
     opts.set(xlabel="time per meta-iteration / plain vmap", ylabel="peak memory / plain vmap", ylim=(0, None),
@@ -210,5 +213,5 @@ def memory_figure(record: Mapping) -> "plt.Figure":
                for label, colour in colours.items()]
     handles += [Line2D([], [], ls="", marker=marker, color="grey", label=f"{name}, {models[name]['tasks']} tasks, "
                        f"{models[name]['steps']} steps") for name, marker in markers.items()]
-    opts.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    opts.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
