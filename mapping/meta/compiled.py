@@ -230,7 +230,6 @@ def compile_seconds(learner: Any) -> float | None:
     """Seconds a meta-learner built with ``compile`` spent compiling so far (``None``: not compiled, or fell back)."""
     compiled = getattr(learner, "compiled", None)
     fns = [compiled] if isinstance(compiled, CompiledFn) else list(getattr(compiled, "steps_fns", {}).values())
-    fns += list(getattr(learner, "compiled_fns", {}).values())
     if not fns or any(f.error for f in fns):
         return None
     return sum(f.compile_seconds for f in fns)

@@ -99,8 +99,9 @@ def inner_loop(forward: Forward, loss_fn: LossFn, params: Params, x: Tensor, y: 
     ``alpha`` may be a dict of tensors (Meta-SGD: ``theta' = theta - alpha o grad``). Only the names in
     ``adapt`` move (ANIL adapts the head); the others are used as they are. With ``first_order`` the inner
     gradients are treated as constants (FOMAML). Returns the adapted parameters, the support losses before
-    each step ``(steps,)`` (detached: without them first-order MAML's memory would grow with the steps) and, if ``query`` is given, the query loss after the last step ``(1,)``, or with
-    ``trace`` after 0..steps steps ``(steps + 1,)``. The inner gradients come from :func:`torch.func.grad`,
+    each step ``(steps,)`` (detached: without them first-order MAML's memory would grow with the steps) and,
+    if ``query`` is given, the query loss after the last step ``(1,)``, or with ``trace`` after 0..steps steps
+    ``(steps + 1,)``. The inner gradients come from :func:`torch.func.grad`,
     or with ``autograd`` from :func:`torch.autograd.grad` (the ``"loop"`` execution: modules may update
     buffers in place; the inner graph is kept when grad mode is on and ``first_order`` is off).
 

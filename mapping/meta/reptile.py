@@ -130,8 +130,7 @@ class Reptile(MetaLearner):
         options = compiled_meta_loss(compile, execution)
         if options is not None and inner != "sgd":
             raise ValueError("compile=True applies to inner='sgd'; inner='adam' runs eagerly")
-        self.compiled = options  # its options; the compiled functions are kept in self.compiled_fns
-        self.compiled_fns: dict[tuple, CompiledFn] = {}
+        self.compiled = options  # its options, and the compiled inner loops (steps_fns), as for MAML
         if inner not in INNER:
             raise ValueError(f"inner must be one of {INNER} (the inner loop's optimizer), got {inner!r}")
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2
@@ -158,11 +157,12 @@ class Reptile(MetaLearner):
         validate_inner(self._forward, params, x, y, None, None, steps=steps, alpha=self.alpha, adapt=None,
                        execution=self.execution, chunk_size=self.chunk_size)
         key = (loss_fn, steps, self.inner_alpha)
-        if key not in self.compiled_fns:
-            self.compiled_fns[key] = CompiledFn(sgd_adapted(self._forward, loss_fn, steps=steps,
-                                                            alpha=self.inner_alpha), **self.compiled.options)
+        fns = self.compiled.steps_fns
+        if key not in fns:
+            fns[key] = CompiledFn(sgd_adapted(self._forward, loss_fn, steps=steps, alpha=self.inner_alpha),
+                                  **self.compiled.options)
         size = x.shape[0] if self.execution == "vmap" else self.chunk_size
-        parts = [self.compiled_fns[key](params, x[s:s + size], y[s:s + size]) for s in range(0, x.shape[0], size)]
+        parts = [fns[key](params, x[s:s + size], y[s:s + size]) for s in range(0, x.shape[0], size)]
         fast = {k: torch.cat([p[0][k] for p in parts]) for k in params}  # {name: (tasks, *shape)}
         inner = torch.cat([p[1] for p in parts])  # (tasks, steps)
         check_finite_inner(inner)
