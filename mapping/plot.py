@@ -1,18 +1,53 @@
-"""Figures for the book. Each function draws on a given (or new) matplotlib Axes and returns it."""
+"""Figures for the book. Each function draws on a given (or new) matplotlib Axes and returns it.
+
+Every figure is made for the book's text column: at most :data:`COLUMN_INCHES` wide (688 pixels at the
+100-dpi inline backend, so it is shown at its natural size, not shrunk) with no text under :data:`MIN_FONT`
+points. :func:`figure` makes such a figure; :func:`check_legible` raises where one is not.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.axes import Axes
+from matplotlib.text import Text
 from torch import Tensor
 
 COLORS = {"truth": "black", 0: "tab:green", 1: "tab:orange", 10: "tab:red", "support": "tab:purple"}
+COLUMN_INCHES = 6.8  # the book's column is 688 px wide; matplotlib's inline backend draws 100 px an inch
+MIN_FONT = 8.0  # points: 11 px at 100 dpi, the smallest text a reader of the column reads without zooming
+
+
+def figure(nrows: int = 1, ncols: int = 1, height: float | None = None, width: float = COLUMN_INCHES,
+           **kwargs) -> tuple[plt.Figure, Any]:
+    """``plt.subplots`` sized for the book's column: ``width`` inches (at most the column), ``height`` inches
+    (default 3.2 per row, capped at 8), constrained layout. Returns ``(fig, axes)`` as ``plt.subplots`` does."""
+    if not 0 < width <= COLUMN_INCHES:
+        raise ValueError(f"width must be in (0, {COLUMN_INCHES}] inches (the book's column), got {width!r}")
+    height = min(3.2 * nrows, 8.0) if height is None else height
+    kwargs.setdefault("layout", "constrained")
+    return plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+
+
+def check_legible(fig: plt.Figure) -> plt.Figure:
+    """Raise ``ValueError`` if ``fig`` is wider than the column or holds visible text under :data:`MIN_FONT`
+    points (tick labels, legends, titles, annotations); return ``fig`` otherwise."""
+    width = fig.get_figwidth()
+    if width > COLUMN_INCHES + 1e-6:
+        raise ValueError(f"figure is {width:.2f} in wide; the book's column takes at most {COLUMN_INCHES} in "
+                         "(a wider one is shrunk, and its text with it)")
+    fig.canvas.draw()  # tick labels exist only once drawn
+    small = sorted({(round(t.get_fontsize(), 1), t.get_text()[:30]) for t in fig.findobj(Text)
+                    if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_FONT - 1e-6})
+    if small:
+        raise ValueError(f"text under {MIN_FONT} pt at the column's width: {small[:5]}")
+    return fig
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
-    return ax if ax is not None else plt.subplots(figsize=figsize)[1]
+    return ax if ax is not None else figure(height=figsize[1], width=min(figsize[0], COLUMN_INCHES))[1]
 
 
 def sinusoid_tasks(x: Tensor, y: Tensor, ax: Axes | None = None, title: str = "") -> Axes:
