@@ -1,6 +1,7 @@
 """Tables for the book: a live run, the stored full run and the papers' numbers, side by side."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,4 +61,44 @@ def curve_label(label: str, metrics: Mapping[str, float], prefix: str, steps: in
     return label if onset is None else f"{label} (diverged on {100 * onset[1]:.1f}% of tasks at step {onset[0]})"
 
 
-__all__ = ["curve_label", "divergence_onset", "fmt", "markdown_table", "metric", "steps_curve"]
+def timings(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
+    """``{name: ms}`` from a benchmark's ``{prefix}/{name}/ms_per_iter`` entries (``{name}/ms_per_iter`` without a
+    prefix): the implementations or executions timed under one heading of a record."""
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    out = {}
+    for key, value in metrics.items():
+        if key.startswith(head) and key.endswith("/ms_per_iter"):
+            name = key[len(head):-len("/ms_per_iter")]
+            if name and "/" not in name:
+                out[name] = value
+    return out
+
+
+_MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|root|home|Users|content|mnt|scratch|var)(?:/[^\s,;:()'\"]*)?")
+
+
+def machine_paths_hidden(text: str) -> str:
+    """``text`` with each absolute path of the machine that made a record (``/tmp/runs``, ``/root/out``) shortened
+    to ``…/`` and its last part, e.g. ``--out /tmp/runs`` reads ``--out …/runs``: a page names no folder of
+    another machine."""
+    def short(match: re.Match) -> str:
+        last = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return f"…/{last}"
+    return _MACHINE_PATH.sub(short, text)
+
+
+def stopped_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tuple[list[float], list[float]]:
+    """:func:`steps_curve`, stopped at the first step where fine-tuning diverged on some tasks
+    (:func:`divergence_onset`): NaN from that step on, even where no task is counted diverged at a later step
+    (a task's loss can fall back under the threshold), so that a curve never comes back after it stopped."""
+    mean, ci = steps_curve(metrics, prefix, steps)
+    onset = divergence_onset(metrics, prefix, steps)
+    if onset is not None:
+        nan = float("nan")
+        mean = mean[:onset[0]] + [nan] * (steps + 1 - onset[0])
+        ci = ci[:onset[0]] + [nan] * (steps + 1 - onset[0])
+    return mean, ci
+
+
+__all__ = ["curve_label", "divergence_onset", "fmt", "machine_paths_hidden", "markdown_table", "metric",
+           "steps_curve", "stopped_curve", "timings"]
