@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -105,9 +106,16 @@ def load(name: str, out_dir: str | os.PathLike | None = None) -> dict[str, Any] 
         return json.load(f)
 
 
+def portable(command: str) -> str:
+    """``command`` with each absolute path shortened to ``…/<its last part>``: a caption names what ran, not the
+    folders of the machine that ran it (``--out /tmp/runs2`` -> ``--out …/runs2``)."""
+    return re.sub(r"(?<![\w.~])/(?:[^\s/'\"]+/)*([^\s/'\"]+)", r"…/\1", command)
+
+
 def describe(record: dict[str, Any]) -> str:
-    """One line of plain-text provenance for a figure or table caption, exactly as the record has it."""
+    """One line of plain-text provenance for a figure or table caption, as the record has it (absolute paths in
+    its command shortened by :func:`portable`)."""
     commit = record["commit"][:10] + (" with uncommitted changes" if record.get("dirty") else "")
-    return (f"{record['command']} (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
+    return (f"{portable(record['command'])} (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
             f"torch {record['torch']}, commit {commit}, {record['wall_seconds'] / 60:.1f} min)")
 

@@ -1,9 +1,16 @@
 """The built book as a reader sees it: every page in headless Chromium, with no network.
 
 Debian's ``chromium`` and ``chromium-driver`` (and ``fonts-noto-cjk`` for the Chinese titles), installed by
-``.ci/run``, are driven by Selenium over a local HTTP server (loopback only). A page fails when an equation is
-left untypeset, an output cell holds a traceback, an image is missing or broken, a code cell scrolls sideways at
-a 1280-pixel window, or the page logs a JavaScript error. Screenshots land in ``_build/screenshots/``.
+``.ci/run``, are driven by Selenium over a local HTTP server (loopback only). At a 1280-pixel window a page fails
+when
+
+* an equation is left untypeset, or a display equation is wider than the column (scrolled or clipped);
+* an output cell holds a traceback, a progress bar short of 100%, or an absolute path of the machine that ran it;
+* a code cell, an output or a table scrolls sideways (or is clipped);
+* an image is missing or broken, or is shown at under 60% of its natural width (its text shrunk with it);
+* the page logs a JavaScript error.
+
+Screenshots land in ``_build/screenshots/``. ``MAPPING_BOOK_HTML=_build/html`` checks an existing build.
 """
 import functools
 import http.server
@@ -79,10 +86,38 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
   const images = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
   const code = [...document.querySelectorAll('.cell_input pre, div.highlight-ipython3 pre')]
     .filter(p => p.scrollWidth > p.clientWidth + 1);
+  const article = document.querySelector('.bd-article') || document.body;
+  const right = article.getBoundingClientRect().right + 1;
+  // display equations: the typeset formula must fit the box MathJax gives it (and the column)
+  const equations = [...article.querySelectorAll('mjx-container[display="true"]')].filter(c => {
+    const m = c.querySelector('mjx-math');
+    return m && (m.getBoundingClientRect().width > c.getBoundingClientRect().width + 1
+                 || m.getBoundingClientRect().right > right || c.scrollWidth > c.clientWidth + 1);
+  });
+  // anything else that scrolls sideways or is clipped: outputs, tables, preformatted text
+  const inOutput = el => el.closest('.cell_output, .output');
+  const wide = [...article.querySelectorAll('*')].filter(el => !el.closest('mjx-container, .cell_input, .math')
+    && el.clientWidth > 0 && (el.scrollWidth > el.clientWidth + 1
+        && ['auto', 'scroll', 'hidden'].includes(getComputedStyle(el).overflowX)
+        || el.getBoundingClientRect().right > right + 1 && ['TABLE', 'PRE', 'IMG'].includes(el.tagName)));
+  const outputsWide = wide.filter(inOutput), tablesWide = wide.filter(el => !inOutput(el));
+  const shrunk = [...article.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0
+    && i.getBoundingClientRect().width < 0.6 * i.naturalWidth);
+  const outText = outputs.map(o => o.textContent);
+  const bars = outText.flatMap(t => t.split('\\n')).filter(l => /(^|[^0-9])(\\d{1,2})%\\|/.test(l));
+  const paths = outText.flatMap(t => t.split('\\n')).filter(
+    l => /(^|[\\s'"(=:])\\/(tmp|root|home|work|Users|private|var|opt|mnt|scratch|content)\\//.test(l));
+  const first = el => (el.textContent.split('\\n').find(l => l.length > 79) || text(el)).slice(0, 100);
   done({mathjax: Boolean(ready) || !document.querySelector('.math'), untypeset: math.map(text), tracebacks: tracebacks.map(text),
         broken_images: images.map(i => i.getAttribute('src')),
         scrolling_code: code.map(p => p.textContent.split('\\n').find(
-          l => l.length > 79) || text(p))});
+          l => l.length > 79) || text(p)),
+        wide_equations: equations.map(c => `${Math.round(c.querySelector('mjx-math').getBoundingClientRect().width)} px in `
+          + `${Math.round(c.getBoundingClientRect().width)}: ${(c.querySelector('mjx-assistive-mml') || c).textContent.slice(0, 60)}`),
+        wide_outputs: [...new Set(outputsWide.map(first))],
+        wide_tables: [...new Set(tablesWide.map(first))],
+        shrunk_images: shrunk.map(i => `${i.getAttribute('src')} shown at ${Math.round(100 * i.getBoundingClientRect().width / i.naturalWidth)}%`),
+        progress_leftovers: bars.map(l => l.slice(0, 80)), machine_paths: paths.map(l => l.trim().slice(0, 100))});
 });
 """
 
