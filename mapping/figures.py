@@ -33,16 +33,15 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
         prefix = f"{name}/k5" + ("/tuned" if tuned else "")
         label = curve_label(LABELS[name] + ("" if tuned else " (learned rates)"), metrics, prefix, 10)
         curves[label] = steps_curve(metrics, prefix, 10)  # stops where fine-tuning diverged on some tasks
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),
+    fig, ax = plot.figure(height=4.8, width=6.4)  # within the book's column; constrained layout
+    plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),  # its legend below the axes, over no line
                       title="Sinusoid regression, K = 5: fine-tuning from a meta-learned start")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)  # covers no line
     commit = record["commit"][:10]
-    fig.text(0.01, 0.01, f"{record['command']} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
-             fontsize=6, color="gray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.supxlabel(f"{record['command']} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
+                  x=0.01, ha="left", fontsize=plot.MIN_FONT, color="gray")  # under the legend
+    plot.check_legible(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")  # the legend below the axes included
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 

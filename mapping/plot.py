@@ -6,13 +6,20 @@ points. :func:`figure` makes such a figure; :func:`check_legible` raises where o
 """
 from __future__ import annotations
 
+import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
+from matplotlib.legend import Legend
+from matplotlib.patches import Rectangle
 from matplotlib.text import Text
+from matplotlib.transforms import Bbox, ScaledTranslation
 from torch import Tensor
 
 COLORS = {"truth": "black", 0: "tab:green", 1: "tab:orange", 10: "tab:red", "support": "tab:purple"}
@@ -32,18 +39,124 @@ def figure(nrows: int = 1, ncols: int = 1, height: float | None = None, width: f
 
 
 def check_legible(fig: plt.Figure) -> plt.Figure:
-    """Raise ``ValueError`` if ``fig`` is wider than the column or holds visible text under :data:`MIN_FONT`
-    points (tick labels, legends, titles, annotations); return ``fig`` otherwise."""
+    """Raise ``ValueError`` if ``fig`` is wider than the column, holds visible text under :data:`MIN_FONT`
+    points (tick labels, legends, titles, annotations) or text that runs past its left or right edge (cut off,
+    or widening the image the inline backend shows, which is then shrunk), or has a legend over the data of an
+    axes (a line, marker, scatter point or bar inside the legend's box); return ``fig`` otherwise."""
     width = fig.get_figwidth()
     if width > COLUMN_INCHES + 1e-6:
         raise ValueError(f"figure is {width:.2f} in wide; the book's column takes at most {COLUMN_INCHES} in "
                          "(a wider one is shrunk, and its text with it)")
     fig.canvas.draw()  # tick labels exist only once drawn
-    small = sorted({(round(t.get_fontsize(), 1), t.get_text()[:30]) for t in fig.findobj(Text)
-                    if t.get_visible() and t.get_text().strip() and t.get_fontsize() < MIN_FONT - 1e-6})
+    texts = _drawn_texts(fig)
+    small = sorted({(round(t.get_fontsize(), 1), t.get_text()[:30]) for t in texts
+                    if t.get_fontsize() < MIN_FONT - 1e-6})
     if small:
         raise ValueError(f"text under {MIN_FONT} pt at the column's width: {small[:5]}")
+    renderer = _renderer(fig)
+    extents = [(t, t.get_window_extent(renderer)) for t in texts]
+    outside = sorted({t.get_text()[:30] for t, e in extents if e.x0 < fig.bbox.x0 - 1 or e.x1 > fig.bbox.x1 + 1})
+    if outside:
+        raise ValueError(f"text runs past the figure's left or right edge: {outside[:5]}")
+    legends = [(ax, ax.get_legend()) for ax in fig.axes] + [(None, legend) for legend in fig.legends]
+    for owner, legend in legends:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes if owner is None else [owner]:
+            if _covers_data(ax, box, renderer):
+                where = repr(ax.get_title()) if ax.get_title() else f"axes {fig.axes.index(ax)}"
+                raise ValueError(f"a legend ({[t.get_text()[:20] for t in legend.get_texts()][:3]}) covers data "
+                                 f"of {where}: place it outside the axes or in an empty corner")
     return fig
+
+
+def _drawn_texts(fig: plt.Figure) -> list[Text]:
+    """The texts ``fig`` shows: visible, not empty, not in a hidden axes or axis, and no label of a tick
+    outside the axis' view (matplotlib keeps such ticks but does not draw them)."""
+    hidden = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not (ax.get_visible() and ax.axison and axis.get_visible()) \
+                        or not low - 1e-9 * abs(high - low) <= tick.get_loc() <= high + 1e-9 * abs(high - low):
+                    hidden |= {id(tick.label1), id(tick.label2)}
+        if not ax.get_visible():
+            hidden |= {id(t) for t in ax.findobj(Text)}
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+
+
+def _renderer(fig: plt.Figure):
+    return fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+
+
+def _covers_data(ax: Axes, box, renderer) -> bool:
+    """Whether the display-space ``box`` (a legend's) holds a point of a line (its segments sampled), a marker,
+    a scatter point or a bar of ``ax``, within the axes' area. Bands and filled contours are not counted."""
+    inner = Bbox.intersection(box, ax.bbox)
+    if inner is None or inner.width < 1 or inner.height < 1:
+        return False
+    for line in ax.get_lines():
+        if not line.get_visible():
+            continue
+        xy = line.get_transform().transform(line.get_xydata())
+        if line.get_linestyle() not in ("None", "", " ", "none") and len(xy) > 1:
+            t = np.linspace(0, 1, 16)[:, None, None]
+            xy = (xy[:-1] * (1 - t) + xy[1:] * t).reshape(-1, 2)  # points along each drawn segment
+        if inner.count_contains(xy[np.isfinite(xy).all(1)]):
+            return True
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection) and coll.get_visible() and len(coll.get_offsets()):
+            xy = coll.get_offset_transform().transform(np.asarray(coll.get_offsets(), dtype=float))
+            if inner.count_contains(xy[np.isfinite(xy).all(1)]):
+                return True
+    return any(isinstance(p, Rectangle) and p.get_visible() and Bbox.intersection(p.get_window_extent(renderer),
+                                                                                    inner) is not None
+               for p in ax.patches)
+
+
+def _room(ax: Axes) -> float:
+    """Display units of width a title over ``ax`` or a legend under it may take: its share of the figure's
+    width (its columns of the grid, less a margin), for the axes are narrower only by their tick labels."""
+    spec = ax.get_subplotspec()
+    share = 0.0 if spec is None else 0.95 * ax.figure.bbox.width * len(spec.colspan) / spec.get_gridspec().ncols
+    return max(ax.bbox.width, share)
+
+
+def _title(ax: Axes, title: str, fontsize: float | str | None = None) -> None:
+    """``ax``'s title, broken over lines where one line would be wider than its room (a panel of several)."""
+    text = ax.set_title(title, **({} if fontsize is None else {"fontsize": fontsize}))
+    width, room = text.get_window_extent(_renderer(ax.figure)).width if title else 0.0, _room(ax)
+    if width > room:  # as few lines as fit, of even lengths
+        lines = math.ceil(width / room)
+        for chars in range(math.ceil(len(title) / lines), len(title) + 1):
+            wrapped = textwrap.wrap(title, chars, break_long_words=False, break_on_hyphens=False)
+            if len(wrapped) <= lines:
+                break
+        text.set_text("\n".join(wrapped))
+
+
+def _legend_below(ax: Axes, handles: Sequence | None = None, fontsize: float = 9.0, **kwargs) -> Legend | None:
+    """A legend under ``ax``'s x-axis label, where it covers no data, in as many columns as fit its room
+    (:func:`_room`; constrained layout makes room for it below)."""
+    fig, renderer = ax.figure, _renderer(ax.figure)
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    else:
+        labels = [h.get_label() for h in handles]
+    if not handles:
+        return None
+    axis = ax.xaxis.get_tightbbox(renderer) if ax.xaxis.get_visible() else None
+    below = (ax.bbox.y0 - axis.y0 if axis is not None else 0.0) / fig.dpi + 0.04  # inches under the axes
+    anchor = ax.transAxes + ScaledTranslation(0, -max(below, 0.04), fig.dpi_scale_trans)
+    for ncol in range(len(handles), 0, -1):
+        legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=anchor,
+                           borderaxespad=0, ncol=ncol, fontsize=fontsize, frameon=False, columnspacing=1.2,
+                           **kwargs)
+        if legend.get_window_extent(renderer).width <= _room(ax):
+            break
+    return legend
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 3.5)) -> Axes:
@@ -56,7 +169,8 @@ def sinusoid_tasks(x: Tensor, y: Tensor, ax: Axes | None = None, title: str = ""
     for t in range(x.shape[0]):
         order = x[t, :, 0].argsort()
         ax.plot(x[t, order, 0].cpu(), y[t, order, 0].cpu(), ".-", lw=1, ms=3)
-    ax.set(xlabel="x", ylabel="y", title=title)
+    ax.set(xlabel="x", ylabel="y")
+    _title(ax, title)
     return ax
 
 
@@ -69,8 +183,9 @@ def adaptation_fit(grid: Tensor, truth: Tensor, predictions: Mapping[int, Tensor
         label = "pre-update" if steps == 0 else f"{steps} grad step" + ("s" if steps > 1 else "")
         ax.plot(grid.cpu(), pred.cpu(), "--", color=COLORS.get(steps), label=label)
     ax.plot(support_x.cpu(), support_y.cpu(), "^", color=COLORS["support"], ms=8, label="points used for gradient")
-    ax.set(xlabel="x", ylabel="y", title=title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel="x", ylabel="y")
+    _title(ax, title)
+    _legend_below(ax)  # the curves fill the axes: no corner is empty
     return ax
 
 
@@ -92,12 +207,13 @@ def error_curves(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
         if logy:
             low, high = low.where(low > 0, torch.nan), high.where(low > 0, torch.nan)
         ax.fill_between(steps, low, high, alpha=0.15, color=line.get_color(), lw=0)
-    ax.set(xlabel="adaptation steps", ylabel=ylabel, title=title)
+    ax.set(xlabel="adaptation steps", ylabel=ylabel)
+    _title(ax, title)
     if logy:
         ax.set_yscale("log")
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.legend(fontsize=8)
+    _legend_below(ax)
     return ax
 
 
@@ -116,8 +232,9 @@ def training_curve(histories: Mapping[str, Mapping], ax: Axes | None = None, smo
     for label, history in histories.items():
         ax.plot(*smoothed([h["iteration"] for h in history["train"]], [h["loss"] for h in history["train"]],
                           smooth), label=label)
-    ax.set(xlabel="iteration", ylabel="training loss", title=title, yscale="log")
-    ax.legend(fontsize=8)
+    ax.set(xlabel="iteration", ylabel="training loss", yscale="log")
+    _title(ax, title)
+    _legend_below(ax)
     return ax
 
 
@@ -128,8 +245,9 @@ def eval_curve(histories: Mapping[str, Mapping], key: str, ax: Axes | None = Non
     for label, history in histories.items():
         points = [(h["iteration"], h[key]) for h in history["eval"] if key in h]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", ms=3, label=label)
-    ax.set(xlabel="iteration", ylabel=ylabel or key, title=title)
-    ax.legend(fontsize=8)
+    ax.set(xlabel="iteration", ylabel=ylabel or key)
+    _title(ax, title)
+    _legend_below(ax)
     return ax
 
 
@@ -146,7 +264,8 @@ def decision_regions(xs: Tensor, ys: Tensor, prob: Tensor, source: tuple[Tensor,
             keep = y == c
             ax.scatter(x[keep, 0], x[keep, 1], s=12, marker=marker, color=colour, lw=1,
                        label=f"{name}, class {c}", alpha=0.8 if marker == "o" else 1)
-    ax.set(title=title, xticks=[], yticks=[], aspect="equal")
+    ax.set(xticks=[], yticks=[], aspect="equal")
+    _title(ax, title, "medium")  # a panel of two or three
     return ax
 
 
@@ -158,7 +277,8 @@ def domain_scatter(z_source: Tensor, z_target: Tensor, y_source: Tensor, y_targe
     cmap = plt.get_cmap("tab10")
     ax.scatter(z_source[:, 0], z_source[:, 1], s=6, c=cmap(y_source.numpy() % 10), marker="o", alpha=0.6)
     ax.scatter(z_target[:, 0], z_target[:, 1], s=10, c=cmap(y_target.numpy() % 10), marker="x", lw=0.8)
-    ax.set(title=title, xticks=[], yticks=[])
+    ax.set(xticks=[], yticks=[])
+    _title(ax, title, "medium")  # a panel of two or three
     return ax
 
 
@@ -169,8 +289,13 @@ def domain_legend(fig, classes: int = 10) -> None:
     handles = [Line2D([], [], ls="", marker="o", color="grey", label="source (plain)"),
                Line2D([], [], ls="", marker="x", color="grey", label="target (shifted)")]
     handles += [Line2D([], [], ls="", marker="s", color=cmap(c % 10), label=str(c)) for c in range(classes)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, handletextpad=0.2,
-               columnspacing=0.8)
+    renderer = _renderer(fig)
+    for ncol in range(len(handles), 0, -1):  # as many columns as the figure's width holds (filled down first)
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9, handletextpad=0.2,
+                            columnspacing=0.8)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= 0.95 * fig.bbox.width:
+            break
+        legend.remove()
 
 
 def start_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequence[float] | None]],
@@ -185,7 +310,8 @@ def start_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float], Sequ
             low = [m - c for m, c in zip(mean, ci)]
             high = [m + c for m, c in zip(mean, ci)]
             ax.fill_between(x, low, high, color=colour, alpha=0.15)
-    ax.set(xlabel="meta-training episodes", ylabel=ylabel, title=title)
+    ax.set(xlabel="meta-training episodes", ylabel=ylabel)
+    _title(ax, title)
     return ax
 
 
@@ -194,7 +320,7 @@ def compiled_speedups(record: Mapping, ax: Axes | None = None) -> Axes:
     pair of bars per configuration and thread count (log scale: the steps span three orders of magnitude)."""
     names, threads = record["config"]["configurations"], record["config"]["threads"]
     m = record["metrics"]
-    ax = _axes(ax, figsize=(9, 3.8))
+    ax = _axes(ax, figsize=(COLUMN_INCHES, 4.2))
     width = 0.8 / (2 * len(threads))
     cmap = plt.get_cmap("tab20")
     for j, t in enumerate(threads):
@@ -202,9 +328,10 @@ def compiled_speedups(record: Mapping, ax: Axes | None = None) -> Axes:
             x = [i + (2 * j + k - len(threads) + 0.5) * width for i in range(len(names))]
             ms = [m[f"{name}/threads{t}/{kind}/ms_per_step"] for name in names]
             ax.bar(x, ms, width, color=cmap(2 * j + (1 - k)), label=f"{kind}, {t} thread{'s' * (t > 1)}")
-    ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize=8)
-    ax.set(yscale="log", ylabel="ms per step (log scale)", title="eager and compiled meta-steps")
-    ax.legend(fontsize=8, ncol=len(threads))
+    ax.set_xticks(range(len(names)), [n.replace("/", "\n") for n in names], fontsize=9)
+    ax.set(yscale="log", ylabel="ms per step (log scale)")
+    _title(ax, "eager and compiled meta-steps")
+    _legend_below(ax)  # the bars fill the axes
     return ax
 
 
@@ -216,7 +343,7 @@ def memory_figure(record: Mapping) -> "plt.Figure":
     from matplotlib.lines import Line2D
     m, models = record["metrics"], record["config"]["models"]
     # two rows at the book's column width, so that the labels stay legible: the two sweeps, then the options
-    fig = plt.figure(figsize=(9, 7.5), layout="constrained")
+    fig = plt.figure(figsize=(COLUMN_INCHES, 7.5), layout="constrained")
     axes = fig.subplot_mosaic([["steps", "tasks"], ["opts", "opts"]])
     by_steps, by_tasks, opts = axes["steps"], axes["tasks"], axes["opts"]
     markers, colours = dict(zip(models, "os^D")), {}
@@ -231,22 +358,23 @@ def memory_figure(record: Mapping) -> "plt.Figure":
             x, y = (1.0, 1.0) if label == "vmap" else (m[f"{k}/ms_vs_vmap"], m[f"{k}/peak_vs_vmap"])
             colour = colours.setdefault(label, plt.get_cmap("tab10")(len(colours)))
             opts.scatter(x, y, marker=markers[name], color=colour, s=40, zorder=3)
-    by_steps.set(xlabel="inner steps", ylabel="peak memory (MiB, log scale)", yscale="log",
-                 title="second-order MAML, vmap: inner steps")
+    by_steps.set(xlabel="inner steps", ylabel="peak memory (MiB, log scale)", yscale="log")
+    _title(by_steps, "second-order MAML, vmap: inner steps")
     by_tasks.set(xlabel="tasks per meta-batch (log scale)", ylabel="peak memory (MiB, log scale)", xscale="log",
-                 yscale="log", title="task batch")
+                 yscale="log")
+    _title(by_tasks, "task batch")
     ticks = sorted({t for c in models.values() for t in c["task_sweep"]})
     by_tasks.set_xticks(ticks, [str(t) for t in ticks], minor=False)
     by_tasks.minorticks_off()
     for ax in (by_steps, by_tasks):
-        ax.legend(fontsize=9)
+        _legend_below(ax)
     opts.axhline(1, color="grey", ls=":", lw=1)
     opts.axvline(1, color="grey", ls=":", lw=1)
-    opts.set(xlabel="time per meta-iteration / plain vmap", ylabel="peak memory / plain vmap", ylim=(0, None),
-             title="options that bound memory (fixed steps and tasks)")
+    opts.set(xlabel="time per meta-iteration / plain vmap", ylabel="peak memory / plain vmap", ylim=(0, None))
+    _title(opts, "options that bound memory (fixed steps and tasks)")
     handles = [Line2D([], [], ls="", marker="s", color=colour, label=label.replace("_", " "))
                for label, colour in colours.items()]
     handles += [Line2D([], [], ls="", marker=marker, color="grey", label=f"{name}, {models[name]['tasks']} tasks, "
                        f"{models[name]['steps']} steps") for name, marker in markers.items()]
-    opts.legend(handles=handles, fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _legend_below(opts, handles)  # beside it, it would narrow the column of the task-batch panel as well
     return fig
