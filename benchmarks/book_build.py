@@ -5,7 +5,8 @@ folder as working directory, ``MAPPING_MODE`` set), and the record keeps per pag
 CPU seconds (its own and its subprocesses'), its peak resident memory and its slowest cells. ``--jobs 2`` runs
 two pages at a time; ``--load 1`` keeps one busy process per unit spinning meanwhile (a reader's laptop where
 something else runs). ``--build`` also times the whole ``jupyter-book build`` of the same tree into a temporary
-folder, sampling the resident memory of its whole process tree, and records the size of the HTML it wrote.
+folder, sampling the resident memory of its whole process tree, and records the size of the HTML it wrote and
+the disk the environment, ``$MAPPING_CACHE`` and the Omniglot files take.
 
     python benchmarks/book_build.py --mode quick --build --out results      # the stored record
     python benchmarks/book_build.py --mode quick --pages book/ch3/maml      # one page, printed only
@@ -72,11 +73,10 @@ def run_page(page: str, mode: str, root: Path = ROOT, timeout: int = 1800) -> di
     path = root / f"{page}.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))
-    os.environ["MAPPING_MODE"] = mode  # the kernel inherits the environment
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    client.execute()
+    client.execute(env={**os.environ, "MAPPING_MODE": mode})  # the kernel's environment
     wall = time.perf_counter() - start
     usage = json.loads(nb.cells[-1].outputs[0]["text"])
     cells = [(i, cell_seconds(c), first_line(c.source)) for i, c in enumerate(nb.cells[:-1])
@@ -126,6 +126,20 @@ def build_book(mode: str, root: Path = ROOT) -> dict:
         html = Path(out) / "_build" / "html"
         size = sum(f.stat().st_size for f in html.rglob("*") if f.is_file())
     return {"wall_seconds": round(wall, 1), "peak_mib": round(peak[0], 1), "html_mib": round(size / 2 ** 20, 1)}
+
+
+def folder_mib(path: Path) -> float:
+    """The size of the files under ``path``, MiB (0 when absent)."""
+    return round(sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file() and not f.is_symlink())
+                 / 2 ** 20, 1) if Path(path).is_dir() else 0.0
+
+
+def disk() -> dict:
+    """What a reader's disk holds after a build: the environment (``sys.prefix``), ``$MAPPING_CACHE`` and the
+    Omniglot files, MiB."""
+    from mapping.paths import cache_dir, data_root
+    return {"venv_mib": folder_mib(Path(sys.prefix)), "cache_mib": folder_mib(cache_dir()),
+            "data_mib": folder_mib(data_root() / "omniglot")}
 
 
 class Load:
@@ -183,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jupyter-book build: {built['wall_seconds']:.0f} s, peak {built['peak_mib']:.0f} MiB, "
               f"HTML {built['html_mib']:.0f} MiB")
         metrics.update({f"build/{k}": v for k, v in built.items()})
+        metrics.update({f"disk/{k}": v for k, v in disk().items()})
     if args.out:
         command = "python benchmarks/book_build.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record = results.provenance(args.name, command=command, mode=args.mode, seed=0)
