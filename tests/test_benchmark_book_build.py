@@ -36,3 +36,13 @@ def test_unknown_page_is_named():
 
 def test_first_line_skips_comments():
     assert book_build.first_line("# a comment\n\nx = train(model)\n") == "x = train(model)"
+
+
+@pytest.mark.slow
+def test_threads_under_load_records_each_configuration(tmp_path):
+    import threads_under_load
+    assert threads_under_load.main(["--seconds", "0.2", "--rounds", "1", "--busy", "0", "--models", "maml",
+                                    "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "benchmark_threads_load.json").read_text())["metrics"]
+    assert set(m) == {f"busy0/maml/{c}/ms_per_step" for c in threads_under_load.CONFIGS}
+    assert all(v > 0 for v in m.values())
