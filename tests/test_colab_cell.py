@@ -60,3 +60,48 @@ def test_cell_installs_mapping_from_the_repository(tmp_path):
     again = subprocess.run([str(python), "-c", CELL], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and again.stdout == ""  # installed now: the cell does nothing
+
+
+def newer_python() -> str | None:
+    """An interpreter of Python 3.12 or later that runs (pyenv's shims name versions they cannot start)."""
+    import glob
+    import shutil
+    candidates = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.1[2-9]*/bin/python3")), reverse=True)
+    candidates += [shutil.which(p) for p in ("python3.13", "python3.12") if shutil.which(p)]
+    for python in candidates:
+        ok = subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 12)"], capture_output=True)
+        if ok.returncode == 0:
+            return python
+    return None
+
+
+COMPILE = """
+import pathlib, sys, warnings
+warnings.simplefilter("error")  # a SyntaxWarning (an invalid escape, say) is an error on newer Pythons
+bad = []
+for path in sys.argv[1:]:
+    for file in sorted(pathlib.Path(path).rglob("*.py")):
+        try:
+            compile(file.read_text(), str(file), "exec")
+        except (SyntaxError, Warning) as error:
+            bad.append(f"{file}: {error}")
+print("\\n".join(bad))
+sys.exit(1 if bad else 0)
+"""
+
+
+def test_package_and_notebooks_compile_on_colabs_newer_python(tmp_path):
+    """Colab runs Python 3.13: every module of the package and every notebook's code compiles with it, warnings
+    as errors (torch for that Python is not installable here, so this is the part of a newer runtime that can be
+    checked here)."""
+    newer = newer_python()
+    if newer is None:
+        pytest.skip("no Python 3.12 or later on this machine to compile with")
+    for i, path in enumerate(sorted((ROOT / "book").rglob("*.ipynb"))):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        (tmp_path / f"nb{i}_{path.stem}.py").write_text(code)
+    out = subprocess.run([newer, "-c", COMPILE, str(ROOT / "mapping"), str(tmp_path)], capture_output=True,
+                         text=True, timeout=300)
+    version = subprocess.run([newer, "--version"], capture_output=True, text=True).stdout.strip()
+    assert out.returncode == 0, f"{version} cannot compile:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
