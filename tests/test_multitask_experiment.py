@@ -85,3 +85,44 @@ def test_reproduce_multitask_adds_the_mlp_trunk_under_its_prefix(tmp_path, monke
     assert {"hard/left/acc", "mlp/hard/left/acc", "mlp/hard/right/gain_ci95"} <= set(record["metrics"])
     assert record["metrics"]["hard/left/acc"] != record["metrics"]["mlp/hard/left/acc"] or \
         record["metrics"]["hard/right/acc"] != record["metrics"]["mlp/hard/right/acc"]
+
+
+@pytest.mark.parametrize("trunk", mt.TRUNKS)
+def test_parameter_count_counts_the_networks_a_method_trains(trunk):
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    one = count(mt.build("single", 144, 32, 10, tasks=["left"], trunk=trunk, filters=4))
+    hard = count(mt.build("hard", 144, 32, 10, trunk=trunk, filters=4))
+    assert mt.parameter_count("single", trunk, hidden=32, filters=4) == 2 * one
+    assert mt.parameter_count("hard", trunk, hidden=32, filters=4) == hard
+    for method in mt.WEIGHTINGS + mt.AGGREGATORS:  # they train the hard-sharing network
+        assert mt.parameter_count(method, trunk, hidden=32, filters=4) == hard
+    soft = mt.parameter_count("soft", trunk, hidden=32, filters=4)
+    assert soft == 2 * one and hard < soft  # one network per task; sharing the trunk saves one trunk
+    assert set(mt.SHORT) == set(mt.METHODS) and max(map(len, mt.SHORT.values())) <= 20
+
+
+def test_paired_formats_each_task_difference_or_dashes():
+    metrics = {"hard/left/gain": -0.8, "hard/left/gain_ci95": 1.419, "hard/right/gain": 0.25,
+               "hard/right/gain_ci95": 0.4}
+    assert mt.paired(metrics, "hard") == ["-0.80 ± 1.42", "+0.25 ± 0.40"]
+    assert mt.paired(metrics, "pcgrad") == ["—", "—"]
+    assert mt.paired(None, "hard") == ["—", "—"]
+
+
+def test_for_mode_keeps_the_full_run_and_picks_the_live_trunk():
+    assert mt.MultitaskConfig.for_mode("full") == mt.MultitaskConfig()  # the stored record's configuration
+    assert mt.MultitaskConfig.for_mode("full", trunk="conv") == mt.MultitaskConfig()
+    assert mt.MultitaskConfig.for_mode("full", trunk="mlp") == mt.MultitaskConfig(trunk="mlp")
+    for mode in ("smoke", "quick"):
+        mlp, conv = mt.MultitaskConfig.for_mode(mode), mt.MultitaskConfig.for_mode(mode, trunk="conv")
+        assert mlp.trunk == "mlp" and mlp.methods == mt.METHODS and mt.MultitaskConfig.for_mode(mode, "mlp") == mlp
+        assert conv.trunk == "conv" and conv.methods == ("single", "hard") and len(conv.seeds) >= 2
+        assert conv.epochs <= mlp.epochs and conv.train_pairs <= mlp.train_pairs
+    with pytest.raises(ValueError, match="trunk must be one of"):
+        mt.MultitaskConfig.for_mode("quick", trunk="resnet")
+
+
+def test_contains_zero_needs_every_task_interval_to_reach_zero():
+    metrics = {"a/left/gain": -0.8, "a/left/gain_ci95": 1.4, "a/right/gain": -0.3, "a/right/gain_ci95": 0.4,
+               "b/left/gain": 0.2, "b/left/gain_ci95": 0.4, "b/right/gain": -1.5, "b/right/gain_ci95": 0.8}
+    assert mt.contains_zero(metrics, "a") and not mt.contains_zero(metrics, "b")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,10 @@ LABELS = {"single": "single-task models", "hard": "hard sharing, equal weights",
           "uncertainty": "hard + uncertainty weighting", "gradnorm": "hard + GradNorm",
           "dwa": "hard + dynamic weight average", "famo": "hard + FAMO", "pcgrad": "hard + PCGrad",
           "mgda_ub": "hard + MGDA-UB", "cagrad": "hard + CAGrad", "upgrad": "hard + UPGrad"}
+SHORT = {"single": "single-task", "hard": "hard", "soft": "soft (L2)", "cross_stitch": "cross-stitch", "mmoe": "MMoE",
+         "rlw": "hard + RLW", "uncertainty": "hard + uncertainty", "gradnorm": "hard + GradNorm", "dwa": "hard + DWA",
+         "famo": "hard + FAMO", "pcgrad": "hard + PCGrad", "mgda_ub": "hard + MGDA-UB", "cagrad": "hard + CAGrad",
+         "upgrad": "hard + UPGrad"}  # LABELS for narrow tables: the architectures train with equal weights
 TASKS = ("left", "right")
 TRUNKS = ("conv", "mlp")
 GRADNORM_LR = 0.025  # learning rate of GradNorm's task weights (LibMTL's default)
@@ -71,10 +75,21 @@ class MultitaskConfig:
             raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
 
     @classmethod
-    def for_mode(cls, mode: str | None = None) -> "MultitaskConfig":
-        """The full run trains the conv trunk over five seeds; the book's live runs train the MLP (seconds)."""
-        return budget.pick(smoke=cls(epochs=1, train_pairs=1_000, test_pairs=500, seeds=(0, 1), trunk="mlp"),
-                           quick=cls(epochs=8, seeds=(0, 1, 2), trunk="mlp"), full=cls(), mode_=mode)
+    def for_mode(cls, mode: str | None = None, trunk: str | None = None) -> "MultitaskConfig":
+        """The full run trains the conv trunk over five seeds (``reproduce`` adds the MLP trunk); the book's live
+        runs train the MLP (seconds). ``trunk`` picks the trunk: ``"conv"`` in the smoke and quick modes is the
+        book's live conv run (the single-task and hard-sharing networks on fewer pairs and epochs); in the full
+        mode either trunk is the full run's."""
+        if trunk not in (None, *TRUNKS):
+            raise ValueError(f"trunk must be one of {TRUNKS}, got {trunk!r}")
+        if trunk == "conv":
+            live = dict(methods=("single", "hard"), trunk="conv")
+            return budget.pick(smoke=cls(epochs=1, train_pairs=500, test_pairs=500, seeds=(0, 1), **live),
+                               quick=cls(epochs=3, train_pairs=4_000, seeds=(0, 1, 2), **live), full=cls(),
+                               mode_=mode)
+        config = budget.pick(smoke=cls(epochs=1, train_pairs=1_000, test_pairs=500, seeds=(0, 1), trunk="mlp"),
+                             quick=cls(epochs=5, seeds=(0, 1, 2), trunk="mlp"), full=cls(), mode_=mode)
+        return replace(config, trunk="mlp") if trunk == "mlp" else config
 
 
 def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
@@ -125,6 +140,32 @@ def build(method: str, inputs: int, hidden: int, classes: int, tasks=TASKS, trun
             experts = [mlp((inputs, hidden // 2, hidden)) for _ in range(4)]
         return MMoE(experts, inputs, heads)
     return HardSharing(one(), heads)
+
+
+def parameter_count(method: str, trunk: str = "mlp", hidden: int = 256, filters: int = 32, inputs: int = 144,
+                    classes: int = 10) -> int:
+    """Parameters ``method`` trains on two tasks: both single-task networks for ``single``, the hard-sharing
+    network for a loss weighting or an aggregator (they add at most a handful of task weights)."""
+    if method == "single":
+        one = build("single", inputs, hidden, classes, tasks=TASKS[:1], trunk=trunk, filters=filters)
+        return len(TASKS) * sum(p.numel() for p in one.parameters())
+    arch = method if method in ARCHITECTURES else "hard"
+    return sum(p.numel() for p in build(arch, inputs, hidden, classes, trunk=trunk, filters=filters).parameters())
+
+
+def paired(metrics: dict[str, float] | None, method: str, digits: int = 2) -> list[str]:
+    """``method`` minus the single-task networks, paired by seed, as ``"gain ± ci95"`` per task (in
+    :data:`TASKS` order); an em dash per task where ``metrics`` has no such difference."""
+    if not metrics or f"{method}/{TASKS[0]}/gain" not in metrics:
+        return ["—"] * len(TASKS)
+    return [f"{metrics[f'{method}/{t}/gain']:+.{digits}f} ± {metrics[f'{method}/{t}/gain_ci95']:.{digits}f}"
+            for t in TASKS]
+
+
+def contains_zero(metrics: dict[str, float], method: str) -> bool:
+    """Whether the 95% interval of ``method`` minus the single-task networks, paired by seed, contains zero on
+    every task: the two cannot be told apart on those seeds."""
+    return all(abs(metrics[f"{method}/{t}/gain"]) <= metrics[f"{method}/{t}/gain_ci95"] for t in TASKS)
 
 
 def rule(method: str, tasks: int):
@@ -343,6 +384,6 @@ def config_dict(config) -> dict:
 
 
 __all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "ONE_TRUNK",
-           "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict", "conv", "conv_blocks",
-           "last_shared_layer", "rule", "run_multidigits", "run_toy", "seed_summary", "step", "t_ci95", "toy_losses", "train",
-           "train_toy", "trunk_blocks"]
+           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict", "contains_zero",
+           "conv", "conv_blocks", "last_shared_layer", "paired", "parameter_count", "rule", "run_multidigits",
+           "run_toy", "seed_summary", "step", "t_ci95", "toy_losses", "train", "train_toy", "trunk_blocks"]
