@@ -8,7 +8,7 @@ something else runs). ``--build`` also times the whole ``jupyter-book build`` of
 folder, sampling the resident memory of its whole process tree, and records the size of the HTML it wrote and
 the disk the environment, ``$MAPPING_CACHE`` and the Omniglot files take.
 
-    python benchmarks/book_build.py --mode quick --build --out results      # the stored record
+    python benchmarks/book_build.py --mode quick --build --cold --out results   # the stored record
     python benchmarks/book_build.py --mode quick --pages book/ch3/maml      # one page, printed only
 
 ``--out results`` writes ``results/benchmark_book_build.json`` (``--name`` to store another variant); the README's
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3, 4), help="pages executed at a time")
     parser.add_argument("--load", type=int, default=0, choices=(0, 1, 2), help="busy processes meanwhile")
     parser.add_argument("--build", action="store_true", help="also time the whole jupyter-book build")
+    parser.add_argument("--cold", action="store_true",
+                        help="an empty MAPPING_CACHE for the pages, and another for the build (a fresh clone)")
     parser.add_argument("--out", help="folder for the JSON record (e.g. results); printed only when absent")
     parser.add_argument("--name", default="benchmark_book_build")
     args = parser.parse_args(argv)
@@ -183,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--pages: no notebook {missing[0]}.ipynb under {ROOT} (give paths like book/ch3/maml)")
     start = time.perf_counter()
+    scratch = tempfile.mkdtemp(prefix="book_build_cache_")
+    if args.cold:
+        os.environ["MAPPING_CACHE"] = os.path.join(scratch, "pages")
     with Load(args.load), ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda p: run_page(p, args.mode), pages))
     pages_wall = time.perf_counter() - start
@@ -192,17 +197,20 @@ def main(argv: list[str] | None = None) -> int:
     metrics["pages/wall_seconds"] = round(pages_wall, 1)
     metrics["pages/max_wall_seconds"] = max(p["wall_seconds"] for p in done)
     if args.build:
+        if args.cold:
+            os.environ["MAPPING_CACHE"] = os.path.join(scratch, "build")
         with Load(args.load):
             built = build_book(args.mode)
         print(f"jupyter-book build: {built['wall_seconds']:.0f} s, peak {built['peak_mib']:.0f} MiB, "
               f"HTML {built['html_mib']:.0f} MiB")
         metrics.update({f"build/{k}": v for k, v in built.items()})
         metrics.update({f"disk/{k}": v for k, v in disk().items()})
+    shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
         command = "python benchmarks/book_build.py " + " ".join(argv if argv is not None else sys.argv[1:])
         record = results.provenance(args.name, command=command, mode=args.mode, seed=0)
         record.update(wall_seconds=round(time.perf_counter() - start, 1), metrics=metrics,
-                      config={"jobs": args.jobs, "load": args.load, "cores": os.cpu_count(),
+                      config={"jobs": args.jobs, "load": args.load, "cold": args.cold, "cores": os.cpu_count(),
                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
                       slowest_cells={p["page"]: p["slowest_cells"] for p in done})
         path = results.write(record, args.out)
