@@ -46,6 +46,85 @@ STARTS = ("random", "inductive", "multitask")
 LABELS = {"random": "random initialisation", "inductive": "inductive transfer (character classifier)",
           "multitask": "multi-task model (alphabet + character + ink)"}
 
+# The map of page 2.4: for each idea (and the book's pages that run it), the methods the book runs. Every name here
+# appears on one of those pages (tests/test_transfer_figures.py and the page itself check it).
+MAP = {"multi-task learning": ("2.3", ("hard sharing", "soft sharing", "cross-stitch", "MMoE", "RLW", "uncertainty",
+                                       "GradNorm", "DWA", "FAMO", "PCGrad", "MGDA", "CAGrad", "UPGrad")),
+       "knowledge transfer": ("2.2", ("linear probe", "fine-tuning", "DANN", "MMD", "CORAL", "rotation")),
+       "meta-learning": ("2.1, 3, 4", ("Siamese", "Matching", "Prototypical", "MANN", "MAML", "first-order MAML",
+                                       "Reptile", "Meta-SGD", "ANIL"))}
+MAP_PAGES = {"multi-task learning": ("ch2/multitask",), "knowledge transfer": ("ch2/transfer",),
+             "meta-learning": ("ch2/metric", "ch2/families", "ch3/index", "ch3/reptile")}
+# Where each method is written on the map figure: (x, y) in the figure's data coordinates, and its text.
+MAP_TEXT = {
+    (-2.0, 1.9): "gradient aggregators\n(PCGrad, MGDA,\nCAGrad, UPGrad)",
+    (-2.0, 1.0): "hard / soft sharing,\ncross-stitch, MMoE",
+    (-2.0, 0.1): "loss weightings\n(RLW, uncertainty,\nGradNorm, DWA,\nFAMO)",
+    (2.0, 1.9): "rotation pretext\n+ k-means",
+    (2.0, 1.0): "linear probe,\nfine-tuning",
+    (2.0, 0.15): "DANN, MMD,\nCORAL (domain\nadaptation)",
+    (0.0, -1.35): "MANN (memory)",
+    (0.0, -1.95): "MAML, first-order\nMAML, Reptile,\nMeta-SGD",
+    (0.0, -2.6): "Siamese, Matching,\nPrototypical nets",
+    (0.0, 1.7): "pretrain on\nmany tasks,\nthen transfer",
+    (-1.2, -0.6): "ANIL:\na shared trunk,\na head per task",
+    (1.25, -0.6): "meta-learning\nfrom a\npretrained start\n(this page)",
+    (0.0, 0.3): "a multi-task\nstart for\nmeta-learning\n(this page)"}
+
+
+def map_figure():
+    """Page 2.4's map: the three ideas as overlapping circles, every method of :data:`MAP` in its region (the
+    column's width, text >= 8 pt)."""
+    import matplotlib.pyplot as plt
+
+    from .. import plot
+    fig, ax = plot.figure(height=6.3)
+    centres = {"multi-task learning": ((-1.15, 0.75), (-1.95, 2.85)),
+               "knowledge transfer": ((1.15, 0.75), (1.95, 2.85)), "meta-learning": ((0.0, -1.15), (0.0, -3.2))}
+    for (idea, (centre, label)), colour in zip(centres.items(), ("tab:green", "tab:orange", "tab:blue")):
+        ax.add_patch(plt.Circle(centre, 1.75, color=colour, alpha=0.12))
+        ax.add_patch(plt.Circle(centre, 1.75, fill=False, color=colour))
+        ax.text(*label, f"{idea} ({MAP[idea][0]})", ha="center", va="center", fontsize=10, weight="bold",
+                color=colour)
+    for (x, y), text in MAP_TEXT.items():
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+    ax.set(xlim=(-3.4, 3.4), ylim=(-3.45, 3.15), aspect="equal")
+    ax.axis("off")
+    return fig
+
+
+def curves_figure(runs, settings):
+    """Accuracy against meta-training episodes, one panel per setting (``"5w1s"``), one colour per start; ``runs``:
+    ``[(name, metrics, checkpoints, live)]``, a stored run drawn as solid lines with 95% bands, a live one as
+    dashed lines. The legend sits under the panels."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .. import plot
+    fig, axes = plot.figure(1, len(settings), height=3.4, squeeze=False)
+    colours = {start: plt.get_cmap("tab10")(i) for i, start in enumerate(STARTS)}
+    for ax, setting in zip(axes[0], settings):
+        for name, metrics, checkpoints, live in runs:
+            for start in STARTS:
+                keys = [(e, f"combine/{start}/{setting}/ep{e}") for e in checkpoints]
+                have = [(e, k) for e, k in keys if f"{k}/acc" in metrics]
+                if not have:
+                    continue
+                xs = [e for e, _ in have]
+                mean = [metrics[f"{k}/acc"] for _, k in have]
+                ci = [metrics.get(f"{k}/ci95", 0.0) for _, k in have]
+                ax.plot(xs, mean, "--" if live else "-", marker="o", ms=4, color=colours[start])
+                if not live:
+                    ax.fill_between(xs, [m - c for m, c in zip(mean, ci)], [m + c for m, c in zip(mean, ci)],
+                                    color=colours[start], alpha=0.15)
+        n, k = setting[:-1].split("w")
+        ax.set(xlabel="meta-training episodes", title=f"{n}-way {k}-shot, new alphabets")
+    axes[0, 0].set_ylabel("test accuracy (%)")
+    handles = [Line2D([], [], color=colours[s], marker="o", ms=4, label=LABELS[s]) for s in STARTS]
+    handles += [Line2D([], [], color="grey", ls="--" if live else "-", label=name) for name, _, _, live in runs]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig
+
 
 @dataclass(frozen=True)
 class CombineConfig:
@@ -87,9 +166,27 @@ class CombineConfig:
         return budget.pick(
             smoke=cls(hidden=8, background_characters=40, pretrain_epochs=1, episodes=6, checkpoints=(0, 6),
                       train_way=5, halve_every=100, settings=((5, 1),), test_episodes=20, seeds=(0,)),
+            # quick: the inductive start is page 2.2's seed-0 backbone (TransferConfig), pre-trained once per build
             quick=cls(hidden=32, pretrain_epochs=1, episodes=200, checkpoints=(0, 50, 200), halve_every=100,
-                      test_episodes=200, seeds=(0,)),
+                      test_episodes=100, seeds=(0,)),
             full=cls(), mode_=mode)
+
+
+SHORT = {"random": "random", "inductive": "inductive", "multitask": "multi-task"}
+
+
+def results_table(metrics: dict[str, float], episodes: int, settings: list[str]) -> str:
+    """A narrow markdown table of :func:`run`'s metrics: one row per start and setting, the accuracy (± 95% CI)
+    at episode 0 and at ``episodes``, and the paired difference to the random start (``—`` for random)."""
+    from ..report import fmt, markdown_table, metric
+    rows = []
+    for start in STARTS:
+        for s in settings:
+            key = f"combine/{start}/{s}"
+            gain = fmt(metrics.get(f"{key}/gain"), metrics.get(f"{key}/gain_ci95"), 1) if start != "random" else "—"
+            rows.append([SHORT[start], s, metric(metrics, f"{key}/ep0/acc", 1),
+                         metric(metrics, f"{key}/ep{episodes}/acc", 1), gain])
+    return markdown_table(["start", "task", "episode 0", f"episode {episodes}", "minus random"], rows)
 
 
 def multitask_data(split: OmniglotSplit, drawers: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -136,7 +233,8 @@ def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, 
 
 def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int) -> dict[str, dict | None]:
     """``{start: backbone state dict or None}`` for ``config.starts``, with the pre-training seconds of each in
-    ``["seconds"]``."""
+    ``["seconds"]``. The inductive start comes from :func:`mapping.transfer.inductive.pretrained` (computed once per
+    configuration, its seconds those of that computation)."""
     states: dict[str, Any] = {"seconds": {}}
     kw = dict(drawers=config.pretrain_drawers, batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden,
               seed=seed)
@@ -144,11 +242,11 @@ def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int)
         tic = time.perf_counter()
         if start == "random":
             states[start] = None
-        elif start == "inductive":
-            states[start] = ind.pretrain(background, config.pretrain_epochs, **kw)[0]
+        elif start == "inductive":  # shared with page 2.2 where the configurations agree
+            states[start], _, seconds = ind.pretrained(background, config.pretrain_epochs, **kw)
         else:
             states[start] = pretrain_multitask(background, config.pretrain_epochs, **kw)[0]
-        states["seconds"][start] = time.perf_counter() - tic
+        states["seconds"][start] = seconds if start == "inductive" else time.perf_counter() - tic
     return states
 
 
@@ -224,5 +322,6 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
     return metrics
 
 
-__all__ = ["CombineConfig", "LABELS", "STARTS", "evaluate", "meta_train", "multitask_data", "pretrain_multitask",
-           "run", "starting_states"]
+__all__ = ["CombineConfig", "LABELS", "MAP", "MAP_PAGES", "MAP_TEXT", "SHORT", "STARTS", "curves_figure", "evaluate",
+           "map_figure", "meta_train", "multitask_data", "pretrain_multitask", "results_table", "run",
+           "starting_states"]

@@ -84,7 +84,7 @@ class DigitsDAConfig:
 
     @classmethod
     def for_mode(cls, mode: str | None = None) -> "DigitsDAConfig":
-        return budget.pick(smoke=cls(steps=30, seeds=(0, 1)), quick=cls(steps=500), full=cls(), mode_=mode)
+        return budget.pick(smoke=cls(steps=30, seeds=(0, 1)), quick=cls(steps=500, seeds=(0, 1)), full=cls(), mode_=mode)
 
     def weight(self, method: str) -> float:
         return {"dann": self.dann_weight, "mmd": self.mmd_weight, "coral": self.coral_weight}.get(method, 0.0)
@@ -234,6 +234,47 @@ def feature_views(models: dict[str, DigitsNet], data: Domains,
     return {m: feature_pca(models[m], data.test_source_x, data.test_x) for m in methods}
 
 
+def feature_figure(views: dict[str, tuple[Tensor, Tensor]], labels: Tensor, separability: dict[str, float],
+                   title: str = ""):
+    """:func:`feature_views` drawn for the book's column: one panel per method, the plain (source) test digits as
+    faint dots and the shifted (target) ones as bold crosses, both coloured by ``labels (M,)``; each title gives
+    ``separability[method]`` (%); one legend under the panels (markers, then digit colours)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .. import plot
+    fig, axes = plot.figure(1, len(views), height=3.2, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    colours = cmap(labels.numpy() % 10)  # (M, 4)
+    for ax, (method, (zs, zt)) in zip(axes[0], views.items()):
+        ax.scatter(zs[:, 0], zs[:, 1], s=10, c=colours, marker="o", alpha=0.3, linewidths=0)
+        ax.scatter(zt[:, 0], zt[:, 1], s=30, c=colours, marker="x", linewidths=1.3)
+        ax.set(xticks=[], yticks=[], xlabel="PCA 1")
+        ax.set_title(f"{LABELS[method]}\ndomains told apart {separability[method]:.0f}%", fontsize=9)
+    axes[0, 0].set_ylabel("PCA 2")
+    handles = [Line2D([], [], ls="", marker="o", ms=6, color="grey", alpha=0.4, label="plain (source)"),
+               Line2D([], [], ls="", marker="x", ms=7, mew=1.6, color="grey", label="shifted (target)")]
+    handles += [Line2D([], [], ls="", marker="s", ms=6, color=cmap(c), label=f"digit {c}") for c in range(10)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def results_table(metrics: dict[str, float]) -> str:
+    """A narrow markdown table of :func:`run_digits`'s metrics: per method the target accuracy (± 95% CI), the
+    share of the gap closed and the domain separability (%)."""
+    from ..report import fmt, markdown_table, metric
+
+    def gap(method: str) -> str:
+        closed = metrics.get(f"digits/{method}/gap_closed")
+        return "—" if closed is None else f"{100 * closed:.0f}%"
+    return markdown_table(["method", "target accuracy", "gap closed", "told apart"],
+                          [[LABELS[m], metric(metrics, f"digits/{m}/acc", 1), gap(m),
+                            fmt(metrics.get(f"digits/{m}/separability"), None, 1)]
+                           for m in METHODS if f"digits/{m}/acc" in metrics])
+
+
 def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[str, float], dict[str, DigitsNet]]:
     """``digits/{method}/acc`` and ``/ci95`` (target test accuracy, %, Student's t over seeds), per seed
     ``/seed{s}``, the domain separability of the features ``/separability`` (mean over seeds, per seed
@@ -269,4 +310,5 @@ def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[s
 
 
 __all__ = ["ADAPTERS", "DigitsDAConfig", "DigitsNet", "Domains", "LABELS", "METHODS", "accuracy", "alignment",
-           "domain_separability", "domains", "feature_pca", "feature_views", "run_digits", "train"]
+           "domain_separability", "domains", "feature_figure", "feature_pca", "feature_views", "results_table",
+           "run_digits", "train"]

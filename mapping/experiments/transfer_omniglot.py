@@ -79,8 +79,10 @@ class TransferConfig:
         return budget.pick(smoke=cls(hidden=16, pretrain_epochs=1, pretrain_drawers=4, shots=(1, 5),
                                      characters_per_alphabet=3, transfer_images=300, min_epochs=1, rotation_drawers=2,
                                      alphabets=3, kmeans_n_init=1, seeds=(0, 1)),
-                           quick=cls(hidden=32, pretrain_epochs=2, pretrain_drawers=10, shots=(1, 5, 15),
-                                     transfer_images=2000, rotation_drawers=5, alphabets=8, seeds=(0, 1)),
+                           # quick: the pre-training is page 2.4's inductive start (CombineConfig), done once
+                           quick=cls(hidden=32, pretrain_epochs=1, pretrain_drawers=15, shots=(1, 5, 15),
+                                     characters_per_alphabet=5, transfer_images=2000, rotation_drawers=3,
+                                     alphabets=6, seeds=(0, 1)),
                            full=cls(), mode_=mode)
 
     def lr(self, method: str) -> float:
@@ -105,8 +107,8 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
     target = target_characters(target, config.characters_per_alphabet)
     per_seed: dict[str, list[float]] = {}
     for seed in config.seeds:
-        state, val = ind.pretrain(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
-                                  batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden, seed=seed)
+        state, val, _ = ind.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
+                                       batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden, seed=seed)
         if val == val:  # not nan: some background drawers were held out
             per_seed.setdefault("inductive/pretrain/val_acc", []).append(val)
         for k in config.shots:
@@ -165,6 +167,41 @@ def run_unsupervised(config: TransferConfig, root: str | os.PathLike | None = No
     return metrics
 
 
+LABELS = {"finetune": "fine-tuning", "probe": "linear probe", "scratch": "from scratch"}
+
+
+def inductive_figure(runs):
+    """:func:`run_inductive` drawn for the book's column: test accuracy against ``k`` (log scale), one colour per
+    method; ``runs``: ``[(name, metrics, shots, live)]``, a stored run as lines with 95% bands, a live one as
+    dashed lines with open markers and error bars. The legend sits under the axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from .. import plot
+    fig, ax = plot.figure(height=3.6)
+    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(LABELS)}
+    for name, metrics, shots, live in runs:
+        for method, colour in colours.items():
+            mean = [metrics.get(f"inductive/{method}/k{k}/acc", float("nan")) for k in shots]
+            ci = [metrics.get(f"inductive/{method}/k{k}/ci95", 0.0) for k in shots]
+            if live:
+                ax.errorbar(shots, mean, ci, ls="--", marker="D", ms=5, mfc="none", mew=1.2, lw=1, capsize=2,
+                            color=colour)
+            else:
+                ax.plot(shots, mean, "-", marker="o", ms=4, color=colour)
+                ax.fill_between(shots, [a - c for a, c in zip(mean, ci)], [a + c for a, c in zip(mean, ci)],
+                                color=colour, alpha=0.12)
+    ticks = sorted({k for _, _, shots, _ in runs for k in shots})
+    ax.set(xlabel="k, labelled drawings per new character", xscale="log", ylabel="test accuracy (%)")
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    handles = [Line2D([], [], color=c, lw=2, label=LABELS[m]) for m, c in colours.items()]
+    handles += [Line2D([], [], color="grey", ls="--" if live else "-", marker="D" if live else "o",
+                       mfc="none" if live else "grey", label=name) for name, _, _, live in runs]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    return fig
+
+
 def run(config: TransferConfig, root: str | os.PathLike | None = None, progress: bool = False,
         **load_kwargs: Any) -> dict[str, float]:
     """Both experiments: :func:`run_inductive` and :func:`run_unsupervised` metrics in one dict; ``load_kwargs``
@@ -173,5 +210,5 @@ def run(config: TransferConfig, root: str | os.PathLike | None = None, progress:
             **run_unsupervised(config, root, progress, **load_kwargs)}
 
 
-__all__ = ["REPRESENTATIONS", "TransferConfig", "run", "run_inductive", "run_unsupervised",
-           "target_characters", "unlabelled_drawings"]
+__all__ = ["LABELS", "REPRESENTATIONS", "TransferConfig", "inductive_figure", "run", "run_inductive",
+           "run_unsupervised", "target_characters", "unlabelled_drawings"]
