@@ -195,6 +195,28 @@ def test_reptile_config_takes_nichols_settings():
     assert isinstance(om.build(config), __import__("mapping").meta.Reptile) and om.build(config).inner == "adam"
 
 
+@pytest.mark.parametrize("method", ["maml", "fomaml", "anil", "reptile"])
+def test_quick_mode_shrinks_the_run_but_keeps_each_methods_step_sizes(method):
+    """Chapter 2.1 (continued) says its live runs keep the paper's step sizes and steps on a smaller budget."""
+    quick, full = (om.MamlConfig.for_mode(method, mode=m) for m in ("quick", "full"))
+    same = ("alpha", "steps", "test_steps", "meta_lr", "n_way", "k_shot", "query", "test_query")
+    assert [getattr(quick, f) for f in same] == [getattr(full, f) for f in same]
+    assert quick.iterations < full.iterations and quick.hidden <= full.hidden
+    assert quick.meta_batch <= full.meta_batch  # Reptile's 5 tasks are not grown to the others' 16
+
+
+def test_protocols_name_each_scoring_of_a_run_and_its_keys():
+    from mapping.experiments import families
+    assert families.protocols({"test_query": 1, "wide_query": 5}) == [
+        ("1 per class, transductive", ""), ("1 per class, one at a time", "/per_query"),
+        ("5 per class, transductive", "/q5"), ("5 per class, one at a time", "/q5/per_query")]
+    assert families.protocols({"test_query": 5, "wide_query": 5}) == [
+        ("5 per class, transductive", ""), ("5 per class, one at a time", "/per_query")]
+    metrics = {"maml/5w1s/q5/acc": 71.25, "maml/5w1s/q5/ci95": 2.5}
+    assert families.accuracy_cell(metrics, "maml/5w1s/q5/acc") == "71.2 ± 2.5"
+    assert families.accuracy_cell(metrics, "maml/5w1s/acc") == "—"
+
+
 def test_side_by_side_reads_each_family_from_its_record_and_says_what_is_missing():
     from mapping.experiments import families
     metric = {"metrics": {"protonet/5w1s/acc": 98.2, "protonet/5w1s/ci95": 0.2, "protonet/train_seconds": 1200.0}}

@@ -29,9 +29,26 @@ def _minutes(metrics: Mapping[str, float], key: str) -> str:
     return f"{metrics[key] / 60:.0f}" if key in metrics else "—"
 
 
-def _acc(metrics: Mapping[str, float], key: str) -> str:
+def accuracy_cell(metrics: Mapping[str, float], key: str) -> str:
+    """``metrics[key]`` with the 95% interval stored beside it (``.../ci95``), one decimal; "—" when absent."""
     base = key.rsplit("/", 1)[0]
     return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), 1) if key in metrics else "—"
+
+
+_acc = accuracy_cell
+
+
+def protocols(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(label, key part)`` of each protocol a MAML-family run (a ``MamlConfig`` as a dict) was scored with: its
+    ``test_query`` and, when it differs, its ``wide_query`` queries per class, each transductive and one query at a
+    time; the key part goes after ``{method}/{n}w{k}s`` in :func:`~mapping.experiments.omniglot_maml.evaluate`'s
+    keys."""
+    out = []
+    for q in dict.fromkeys((run["test_query"], run.get("wide_query", 0))):
+        if q:
+            part = "" if q == run["test_query"] else f"/q{q}"
+            out += [(f"{q} per class, transductive", part), (f"{q} per class, one at a time", f"{part}/per_query")]
+    return out
 
 
 def _queries(q: int) -> str:
@@ -75,4 +92,4 @@ def adaptation_ms(fns: Mapping[str, Callable[[], object]], repeats: int = 5, blo
         return time_interleaved(dict(fns), repeats, block_s)
 
 
-__all__ = ["HEADERS", "adaptation_ms", "side_by_side"]
+__all__ = ["HEADERS", "accuracy_cell", "adaptation_ms", "protocols", "side_by_side"]
