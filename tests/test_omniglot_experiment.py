@@ -75,3 +75,32 @@ def test_bad_reproduce_arguments(argv, match, capsys):
     with pytest.raises(SystemExit):
         reproduce(argv)
     assert match in capsys.readouterr().err
+
+
+def test_one_embedding_table_serves_every_setting(fake_root, fake_cache, monkeypatch):
+    """evaluate and shot_curve embed the test split once per model, with the same episodes and accuracies as
+    embedding it for each setting."""
+    import torch
+
+    from mapping.data import vinyals_split
+    from mapping.experiments import omniglot_metric as om
+    data = vinyals_split(fake_root, train=4, strict=False)  # 20 test characters, for the 20-way settings
+    config = om.MetricConfig.for_mode("protonet", mode="smoke", episodes=2, test_episodes=4)
+    model, _ = om.fit(config, data, progress=False)
+    calls = []
+    real_embed = om.embed_all
+    monkeypatch.setattr(om, "embed_all", lambda *a, **k: calls.append(1) or real_embed(*a, **k))
+    metrics = om.evaluate(model, config, data)
+    assert len(calls) == 1 and len(metrics) == 2 * len(om.SETTINGS)
+    for n, k in om.SETTINGS:  # each setting alone, embedding the split itself
+        g = torch.Generator().manual_seed(config.seed + 1000 * n + k)
+        alone = om.accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g)
+        assert abs(100 * alone.mean().item() - metrics[f"protonet/{n}w{k}s/acc"]) < 1e-9
+    calls.clear()
+    curve = om.shot_curve(model, data["test"], shots=(1, 2), n_way=3, episodes=4)
+    assert len(calls) == 1 and len(curve) == 2 and all(0 <= a <= 100 for a in curve)
+    slow = [100 * om.accuracy(model, data["test"].sampler(3, k, 5), 4, torch.Generator().manual_seed(k),
+                              precompute=False).mean().item() for k in (1, 2)]
+    assert curve == pytest.approx(slow, abs=1e-6)  # precomputed or not: the same episodes, the same answers
+    with pytest.raises(ValueError, match="embedded must be"):
+        om.accuracy(model, data["test"].sampler(3, 1, 5), 2, torch.Generator(), embedded=torch.zeros(2, 2, 8))

@@ -35,8 +35,7 @@ def stored_record():
 
 
 def rows_by_setting(rows, method):
-    label = f"{tables.LABELS[method]} (paper: {tables.PAPER_SOURCE[method]})"
-    return {row[1]: row for row in rows if row[0] == label}
+    return {row[1]: row for row in rows if row[0] == tables.SHORT[method]}
 
 
 def test_paper_table_from_the_stored_record_alone_has_no_live_column():
@@ -53,7 +52,18 @@ def test_paper_table_from_the_stored_record_alone_has_no_live_column():
                              "5-way 5-shot, 1-shot-trained model, mean rule",  # the only stored mean rule
                              "20-way 1-shot", "20-way 5-shot, 1-shot-trained model"]
     assert siamese["5-way 5-shot, 1-shot-trained model, mean rule"][2:] == ["98.4", "99.0 ± 0.1", "0.6"]
-    assert "Vinyals et al. 2016's re-implementation of Koch et al." in rows[-1][0]
+    assert rows[-1][0] == "Siamese Net"
+
+
+def test_each_paper_figure_is_cited_to_its_table():
+    """The Siamese figures (88.2 at 20-way 1-shot) are the MAML paper's quote of Koch et al., not Vinyals et al.'s
+    re-implementation (88.0, or 88.1 fine-tuned); every method names a table."""
+    assert PAPER["siamese"][2] == 88.2
+    assert tables.PAPER_SOURCE["siamese"] == "Koch et al.'s method as quoted in Finn et al. 2017, Table 1"
+    assert all(tables.PAPER_SOURCE[m].endswith("Table 1") for m in METHODS)
+    text = tables.paper_sources()
+    assert text.startswith("Paper column: ProtoNet, Snell et al. 2017, Table 1; ") and "Vinyals et al. 2016, " \
+        "Table 1; Siamese Net, Koch et al.'s method as quoted in Finn et al. 2017, Table 1." in text
 
 
 def test_paper_table_training_shots_come_from_each_run():
@@ -88,8 +98,7 @@ def test_siamese_table():
     record = stored_record()
     record["metrics"]["siamese/episodes"] = 9000
     headers, rows = tables.siamese_table(record)
-    assert headers == ["setting", "paper (Vinyals et al.'s re-impl. of Koch et al.)", "9000 episodes",
-                       "run - paper"]
+    assert headers == ["setting", "paper (Finn et al. 2017, Table 1)", "9000 episodes", "run - paper"]
     assert [row[0] for row in rows] == ["5-way 1-shot", "5-way 5-shot, 1-shot-trained model",
                                         "5-way 5-shot, 1-shot-trained model, mean rule", "20-way 1-shot",
                                         "20-way 5-shot, 1-shot-trained model"]
@@ -120,13 +129,17 @@ def test_sweep_table_and_curve():
                {"name": "b60w1", "episode": 50, "lake20": 20.0, "config": background},
                {"name": "b60w1", "episode": 100, "lake20": 9.25, "config": background}]
     headers, rows = tables.sweep_table(records)
-    assert headers[4:] == ["5w1s acc. (%)", "5w5s acc. (%)", "20w1s acc. (%)", "20w5s acc. (%)",
-                           "Lake's 20 runs, error (%)"]
-    assert rows == [["Matching Networks", "20-way 1-shot, scale 20", 200, 70, "96.0", "99.0", "89.0", "—", "—"],
-                    ["Prototypical Networks, background set", "60-way 1-shot", 100, 70] + ["—"] * 4 + ["9.2"]]
+    assert headers == ["method, training episodes", "episodes", "lr halved every", "5w1s", "5w5s", "20w1s",
+                       "20w5s"]
+    assert rows == [["Matching Net, 20-way 1-shot, scale 20", 200, 70, "96.0", "99.0", "89.0", "—"]]
+    headers, rows = tables.sweep_table(records, "background")
+    assert headers[3:] == ["Lake's 20 runs, error (%)"]
+    assert rows == [["ProtoNet, 60-way 1-shot", 100, 70, "9.2"]]  # its last evaluation only
+    with pytest.raises(ValueError, match="split must be"):
+        tables.sweep_table(records, "minimal")
     assert tables.sweep_curve(records, "m20w1") == ([100, 200], [80.0, 85.0], config)
     assert tables.sweep_curve(records, "p60w1") is None
-    assert tables.sweep_table([]) == (headers, [])
+    assert tables.sweep_table([], "background") == (headers, [])
 
 
 def test_provenance_lines():
@@ -167,10 +180,29 @@ def test_stored_tables_build_from_results_without_omniglot(tmp_path, monkeypatch
     assert "—" not in [cell for row in rows for cell in row[3:]]  # every setting stored
     text = "\n".join([markdown_table(*tables.paper_table(stored)), markdown_table(*tables.siamese_table(longer)),
                       markdown_table(*tables.lake_table(stored)), markdown_table(*tables.sweep_table(sweep)),
+                      markdown_table(*tables.sweep_table(sweep, "background")), tables.paper_sources(),
                       tables.provenance(stored), tables.provenance(longer, "stored run", per_run=False)])
-    for caveat in ("1-shot-trained model", "Vinyals et al. 2016's re-implementation of Koch et al.",
-                   "Vinyals et al.'s re-impl. of Koch et al.", "Koch et al.: trained on another split",
+    for caveat in ("1-shot-trained model", "as quoted in Finn et al. 2017, Table 1",
+                   "paper (Finn et al. 2017, Table 1)", "Koch et al.: trained on another split",
                    "mean rule", "Lake's 20 runs, error (%)", "stored full run", "min of training"):
         assert caveat in text, caveat
     assert list(data.iterdir()) == [] and list(cache.rglob("*.pt")) == []
     json.dumps(rows)  # plain cells: strings and numbers
+    for headers, rows in (tables.paper_table(stored, {}, None, "quick"), tables.sweep_table(sweep),
+                          tables.sweep_table(sweep, "background"), tables.siamese_table(longer)):
+        assert len(headers) <= 7, headers  # the book's 688-px column: no sideways scrolling
+        assert max(len(str(cell)) for row in rows for cell in row) <= 46
+
+
+def test_sweep_value_interpolates_along_one_configuration():
+    config = dict(method="protonet", split="vinyals", train_way=60, train_shot=1, episodes=300, halve_every=100)
+    records = [{"name": "p", "episode": 100, "20w1s": 80.0, "config": config},
+               {"name": "p", "episode": 300, "20w1s": 90.0, "config": config},
+               {"name": "q", "episode": 100, "20w1s": 50.0, "config": config},
+               {"name": "b", "episode": 50, "lake20": 20.0, "config": config}]
+    assert tables.sweep_value(records, "p", 100) == 80.0
+    assert tables.sweep_value(records, "p", 250) == pytest.approx(87.5)
+    assert tables.sweep_value(records, "b", 50, "lake20") == 20.0
+    for name, episode in (("p", 99), ("p", 301), ("z", 100)):
+        with pytest.raises(ValueError, match="outside"):
+            tables.sweep_value(records, name, episode)

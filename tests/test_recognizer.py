@@ -196,3 +196,43 @@ def test_reproduce_recognizer_writes_its_record_and_a_model_that_loads(tmp_path,
     assert rz.Recognizer.load(tmp_path / "r.pt").names == []
     with pytest.raises(SystemExit):
         reproduce.main(["sinusoid", "--model", str(tmp_path / "x.pt")])
+
+
+def test_quick_and_smoke_train_chapter_2_1_s_background_protonet():
+    """Chapter 5 says its recognizer trains exactly as 2.1's background ProtoNet: in every mode the book runs."""
+    from dataclasses import asdict
+
+    from mapping.experiments.omniglot_metric import TRAINING_FIELDS, MetricConfig
+    for mode in ("smoke", "quick"):
+        ours = rz.RecognizerConfig.for_mode(mode).metric()
+        page = MetricConfig.for_mode("protonet", "background", mode=mode)
+        assert {f: asdict(ours)[f] for f in TRAINING_FIELDS} == {f: asdict(page)[f] for f in TRAINING_FIELDS}
+    full = rz.RecognizerConfig.for_mode("full")
+    assert (full.episodes, full.train_way, full.halve_every) == (2000, 60, 700)  # results/recognizer.json's
+
+
+def test_the_recognizer_reuses_the_network_another_page_trained(fake_root, fake_cache, monkeypatch):
+    """One training per configuration and package code: the second caller (chapter 5 after chapter 2.1) reads
+    the stored weights; another configuration, or MAPPING_MEMO=0, trains again."""
+    from mapping.experiments import omniglot_metric as om
+    calls = []
+    real_fit = om.fit
+
+    def counting_fit(config, *args, **kwargs):
+        calls.append(config.episodes)
+        return real_fit(config, *args, **kwargs)
+    monkeypatch.setattr(om, "fit", counting_fit)
+    config = rz.RecognizerConfig.for_mode("smoke", episodes=3, glyph_episodes=2)
+    first, seconds = om.trained(config.metric(), progress=False, root=fake_root, strict=False)
+    assert calls == [3] and seconds > 0
+    page = om.MetricConfig.for_mode("protonet", "background", mode="smoke", episodes=3, test_episodes=7)
+    again, again_seconds = om.trained(page, progress=False, root=fake_root, strict=False)  # test sizes: no matter
+    assert calls == [3] and again_seconds == seconds
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    om.trained(om.MetricConfig.for_mode("protonet", "background", mode="smoke", episodes=4), progress=False,
+               root=fake_root, strict=False)
+    assert calls == [3, 4]
+    monkeypatch.setenv("MAPPING_MEMO", "0")
+    om.trained(page, progress=False, root=fake_root, strict=False)
+    assert calls == [3, 4, 3]

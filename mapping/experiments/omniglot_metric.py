@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import nn
 
-from .. import budget
+from .. import budget, memo
 from ..data import EpisodeSampler, evaluate_lake, lake_split, small_split, vinyals_split
 from ..device import autocast
 from ..meta import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
@@ -31,8 +31,11 @@ METHODS = ("protonet", "matching", "siamese")
 LABELS = {"protonet": "Prototypical Networks", "matching": "Matching Networks", "siamese": "Siamese Networks"}
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
 PAPER = {"protonet": (98.8, 99.7, 96.0, 98.9), "matching": (98.1, 98.9, 93.8, 98.5),
-         "siamese": (97.3, 98.4, 88.2, 97.0)}  # REFERENCE.md; Siamese as quoted by Vinyals et al.
+         "siamese": (97.3, 98.4, 88.2, 97.0)}  # REFERENCE.md; Siamese: Koch et al. as Finn et al. 2017 quote them
 BACKGROUND_FULL = {"train_way": 60, "episodes": 2000, "halve_every": 700}  # ProtoNets on Lake's background set
+# The fields of MetricConfig that decide the trained network (the test sizes do not): the key of trained().
+TRAINING_FIELDS = ("method", "split", "train_way", "train_shot", "train_query", "episodes", "lr", "halve_every",
+                   "hidden", "matching_scale", "seed", "amp")
 
 
 @dataclass
@@ -57,7 +60,7 @@ class MetricConfig:
     @classmethod
     def for_mode(cls, method: str, split: str = "vinyals", mode: str | None = None, **overrides) -> "MetricConfig":
         sizes = budget.pick(smoke=dict(episodes=30, test_episodes=20, train_way=10, hidden=32, halve_every=20),
-                            quick=dict(episodes=200, test_episodes=100, train_way=20, halve_every=100),
+                            quick=dict(episodes=150, test_episodes=100, train_way=10, halve_every=75),
                             full={}, mode_=mode)
         return cls(method=method, split=split, **{**sizes, **overrides})
 
@@ -115,6 +118,31 @@ def fit(config: MetricConfig, data: dict, device: torch.device | str = "cpu", ch
     return model, history
 
 
+def trained(config: MetricConfig, device: torch.device | str = "cpu", data: dict | None = None,
+            checkpoint=None, progress: bool | None = None, **load_kwargs) -> tuple[nn.Module, float]:
+    """The model :func:`fit` trains for ``config``, and the seconds its training took, trained once per build.
+
+    The trained weights are kept with :func:`mapping.memo.cached`, keyed by :data:`TRAINING_FIELDS` of
+    ``config``, the device type and the package's code, so two pages that train the same network (chapter 2.1's
+    background ProtoNet and chapter 5's recognizer) train it once. ``data`` is loaded with :func:`load_split`
+    (``load_kwargs``) only when the network must be trained. ``MAPPING_MEMO=0`` trains every time.
+    """
+    device = torch.device(device)
+
+    def compute() -> dict:
+        split = data if data is not None else load_split(config.split, **load_kwargs)
+        tic = time.perf_counter()
+        model, _ = fit(config, split, device, checkpoint, progress)
+        return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "seconds": time.perf_counter() - tic}
+
+    key = {**{field: getattr(config, field) for field in TRAINING_FIELDS}, "device": device.type}
+    stored = memo.cached(f"omniglot-metric-{config.method}-{config.split}", key, compute)
+    model = build(config)
+    model.load_state_dict(stored["state"])
+    return model.to(device), float(stored["seconds"])
+
+
 def query_independent(model: nn.Module) -> bool:
     """Whether, in eval mode, an image's embedding depends on that image alone (no batch-statistic norm)."""
     return not any(isinstance(m, BatchStatNorm2d) for m in model.modules())
@@ -131,17 +159,23 @@ def embed_all(backbone: nn.Module, images: torch.Tensor, device: torch.device | 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, sampler: EpisodeSampler, episodes: int, generator: torch.Generator,
-             device: torch.device | str = "cpu", chunk: int = 25, precompute: bool = True) -> torch.Tensor:
+             device: torch.device | str = "cpu", chunk: int = 25, precompute: bool = True,
+             embedded: torch.Tensor | None = None) -> torch.Tensor:
     """Query accuracy of each of ``episodes`` test episodes, ``(episodes,)``, with batch norm in eval mode.
 
     With ``precompute`` (and a backbone whose eval-mode output depends on each image alone) every test image
     is embedded once and episodes are drawn from the table of embeddings: the same episodes as drawing
     images (the sampler's random draws depend only on the table's shape), at a fraction of the cost.
+    ``embedded`` is that table, ``embed_all(model.backbone, sampler.images)``, when the caller already has it
+    (several settings of one model share it).
     """
     model.eval()
     table = precompute and query_independent(model) and hasattr(model, "backbone")
     if table:
-        z = embed_all(model.backbone, sampler.images, device)  # (classes, examples, d)
+        z = embedded if embedded is not None else embed_all(model.backbone, sampler.images, device)
+        if z.shape[:2] != sampler.images.shape[:2]:
+            raise ValueError(f"embedded must be (classes, examples, d) = {tuple(sampler.images.shape[:2])} + (d,), "
+                             f"got {tuple(z.shape)}")
         sampler = EpisodeSampler(z, sampler.n_way, sampler.k_shot, sampler.q_query, channel=False)
         backbone, model.backbone = model.backbone, nn.Identity()
     try:
@@ -157,10 +191,29 @@ def accuracy(model: nn.Module, sampler: EpisodeSampler, episodes: int, generator
     return torch.cat(out)
 
 
+def test_embeddings(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+                    ) -> torch.Tensor | None:
+    """``embed_all(model.backbone, images)`` in eval mode where :func:`accuracy` can use it, else None."""
+    if not (query_independent(model) and hasattr(model, "backbone")):
+        return None
+    model.eval()
+    return embed_all(model.backbone, images, device)
+
+
+def shot_curve(model: nn.Module, split, shots=(1, 2, 3, 5, 10), n_way: int = 5, episodes: int = 100,
+               q_query: int = 5, device: torch.device | str = "cpu") -> list[float]:
+    """Mean accuracy (%) over ``episodes`` ``n_way``-way episodes of ``split`` for each number of ``shots``,
+    the episodes of ``k`` shots drawn with seed ``k``; the split is embedded once for all of them."""
+    z = test_embeddings(model, split.images, device)
+    return [100 * accuracy(model, split.sampler(n_way, k, q_query), episodes, torch.Generator().manual_seed(k),
+                           device, embedded=z).mean().item() for k in shots]
+
+
 def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.device | str = "cpu",
              ) -> dict[str, float]:
     """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` in % over ``test_episodes`` episodes of the test split."""
     metrics = {}
+    z = test_embeddings(model, data["test"].images, device)
     rules = [None]  # None: the model's own scoring; Siamese networks also report their other k-shot rule
     if isinstance(model, SiameseNetwork):
         rules.append("mean" if model.reduce == "max" else "max")
@@ -171,7 +224,8 @@ def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.d
                 model.reduce = rule
             try:  # the same seed, so every rule sees the same episodes
                 g = torch.Generator().manual_seed(config.seed + 1000 * n + k)
-                acc = accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g, device)
+                acc = accuracy(model, data["test"].sampler(n, k, config.test_query), config.test_episodes, g, device,
+                               embedded=z)
             finally:
                 if rule is not None:
                     model.reduce = default

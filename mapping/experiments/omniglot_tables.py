@@ -24,20 +24,23 @@ from typing import Any
 from .. import budget, results
 from ..data.omniglot import SOURCE_SIZE, load_omniglot
 from ..report import fmt
-from .omniglot_metric import LABELS, METHODS, PAPER, SETTINGS
+from .omniglot_metric import METHODS, PAPER, SETTINGS
 
-__all__ = ["LAKE_2015", "LAKE_CAVEATS", "LAKE_SOURCE", "PAPER_SOURCE", "SWEEP_FILE", "lake_table", "load_sweep",
-           "paper_table", "provenance", "run_name", "siamese_table", "sweep_curve", "sweep_table",
-           "trained_shots"]
+__all__ = ["LAKE_2015", "LAKE_CAVEATS", "LAKE_SOURCE", "PAPER_SOURCE", "SHORT", "SWEEP_FILE", "lake_table",
+           "load_sweep", "paper_sources", "paper_table", "provenance", "run_name", "siamese_table", "sweep_curve",
+           "sweep_table", "sweep_value", "trained_shots"]
 
 Table = tuple[list[str], list[list[Any]]]  # (headers, rows) for mapping.report.markdown_table
 Record = Mapping[str, Any]  # a stored results record, as mapping.results.load returns it
 
-# Where each method's row of PAPER comes from. Koch et al. report nothing on this kind of split: their
-# figures are the convolutional Siamese network of Vinyals et al.'s Omniglot table (their re-implementation).
-PAPER_SOURCE = {"protonet": "Snell et al. 2017",
-                "matching": "Vinyals et al. 2016",
-                "siamese": "Vinyals et al. 2016's re-implementation of Koch et al."}
+# Where each method's row of PAPER comes from: the paper and its table. Koch et al. report nothing on this kind
+# of split; the Siamese figures are those the MAML paper's Omniglot table gives for their method (at 20-way
+# 1-shot Vinyals et al.'s Table 1 gives 88.0, or 88.1 fine-tuned, for their re-implementation; the MAML
+# paper's 88.2 is the one REFERENCE.md records, so that is the one cited, to its table).
+PAPER_SOURCE = {"protonet": "Snell et al. 2017, Table 1",
+                "matching": "Vinyals et al. 2016, Table 1",
+                "siamese": "Koch et al.'s method as quoted in Finn et al. 2017, Table 1"}
+SHORT = {"protonet": "ProtoNet", "matching": "Matching Net", "siamese": "Siamese Net"}  # narrow table cells
 
 # Lake, Salakhutdinov & Tenenbaum 2015 (Science 350:1332), one-shot classification error (%) on their 20
 # within-alphabet runs of 20-way one-shot classification.
@@ -103,24 +106,29 @@ def load_sweep(path: str | Path | None = None) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def sweep_table(records: Sequence[Mapping[str, Any]]) -> Table:
-    """One row per finished configuration: accuracies (%) on the id-order split, then the background-set
-    runs, scored by their error (%) on Lake's 20 runs in a column of their own."""
-    headers = (["method", "training episodes", "episodes", "lr halved every"]
-               + [f"{n}w{k}s acc. (%)" for n, k in SETTINGS] + ["Lake's 20 runs, error (%)"])
+def sweep_table(records: Sequence[Mapping[str, Any]], split: str = "vinyals") -> Table:
+    """One row per finished configuration of ``split``: for ``"vinyals"`` its accuracies (%) on the id-order
+    split, one column per test setting; for ``"background"`` its error (%) on Lake's 20 runs. Two narrow tables
+    rather than one wide one: the book's column holds about seven short columns."""
+    if split not in ("vinyals", "background"):
+        raise ValueError(f"split must be 'vinyals' or 'background', got {split!r}")
+    scores = [f"{n}w{k}s" for n, k in SETTINGS] if split == "vinyals" else ["Lake's 20 runs, error (%)"]
+    headers = ["method, training episodes", "episodes", "lr halved every"] + scores
     rows = []
-    for r in (r for r in records if "final" in r):  # the last line of each id-order configuration
-        c, m = r["config"], r["final"]
-        extra = f", scale {c['matching_scale']:g}" if c["method"] == "matching" else ""
-        rows.append([LABELS[c["method"]], f"{c['train_way']}-way {c['train_shot']}-shot{extra}",
-                     c["episodes"], c["halve_every"]]
-                    + [fmt(m.get(f"{c['method']}/{n}w{k}s/acc"), digits=1) for n, k in SETTINGS] + [fmt(None)])
-    for r in records:  # background-set runs: their last evaluation
+    for r in records:
         c = r["config"]
-        if c["split"] == "background" and r["episode"] == c["episodes"]:
-            rows.append([f"{LABELS[c['method']]}, background set", f"{c['train_way']}-way {c['train_shot']}-shot",
-                         c["episodes"], c["halve_every"]]
-                        + [fmt(None)] * len(SETTINGS) + [fmt(r.get("lake20"), digits=1)])
+        if c["split"] != split:
+            continue
+        if split == "vinyals" and "final" in r:  # the last line of each id-order configuration
+            m = r["final"]
+            cells = [fmt(m.get(f"{c['method']}/{n}w{k}s/acc"), digits=1) for n, k in SETTINGS]
+        elif split == "background" and r["episode"] == c["episodes"]:  # a background-set run's last evaluation
+            cells = [fmt(r.get("lake20"), digits=1)]
+        else:
+            continue
+        extra = f", scale {c['matching_scale']:g}" if c["method"] == "matching" else ""
+        rows.append([f"{SHORT[c['method']]}, {c['train_way']}-way {c['train_shot']}-shot{extra}", c["episodes"],
+                     c["halve_every"]] + cells)
     return headers, rows
 
 
@@ -133,12 +141,27 @@ def sweep_curve(records: Sequence[Mapping[str, Any]], name: str, setting: str = 
     return [r["episode"] for r in points], [r[setting] for r in points], points[0]["config"]
 
 
+def sweep_value(records: Sequence[Mapping[str, Any]], name: str, episode: float, setting: str = "20w1s") -> float:
+    """Configuration ``name``'s test accuracy (%) in ``setting`` after ``episode`` training episodes, read off its
+    curve by linear interpolation (``setting="lake20"``: its error on Lake's runs); for comparing configurations
+    at equal episodes or at equal cost. Raises ``ValueError`` outside the curve's range of episodes."""
+    points = sorted((r["episode"], r[setting]) for r in records if r["name"] == name and r.get(setting) is not None)
+    if not points or not points[0][0] <= episode <= points[-1][0]:
+        span = f"{points[0][0]}-{points[-1][0]}" if points else "none"
+        raise ValueError(f"episode={episode} is outside {name!r}'s {setting} curve (episodes {span})")
+    for (e0, v0), (e1, v1) in zip(points, points[1:]):
+        if e0 <= episode <= e1:
+            return v0 if e1 == e0 else v0 + (v1 - v0) * (episode - e0) / (e1 - e0)
+    return points[0][1]  # a single point
+
+
 def paper_table(stored: Record | None, live: Mapping[str, float] | None = None,
                 configs: Mapping[str, Any] | None = None, mode: str | None = None) -> Table:
     """The papers' accuracies (:data:`PAPER`), the stored full run and, when given, the page's live run.
 
     ``live`` holds the live run's ``"{method}/{n}w{k}s/acc"`` metrics and ``configs`` its ``MetricConfig``s by
-    method (for its training shots and the column's budget); without ``live`` there is no live column. The
+    method (for its training shots and the column's budget); without ``live`` there is no live column. Rows are
+    labelled by :data:`SHORT`; :func:`paper_sources` names the paper and table of each method's figures. The
     training shots of the stored run come from ``stored["config"]["runs"]``. The gap is stored run - paper;
     rows for Siamese networks' ``reduce="mean"`` rule appear where either run has them.
     """
@@ -152,7 +175,7 @@ def paper_table(stored: Record | None, live: Mapping[str, float] | None = None,
     headers = ["method", "setting", "paper"] + live_header + ["stored full run", "full run - paper"]
     rows = []
     for method in METHODS:
-        label = f"{LABELS[method]} (paper: {PAPER_SOURCE[method]})"
+        label = SHORT[method]  # the paper column's sources: paper_sources()
         live_config = (configs or {}).get(method) if live is not None else None
         shots = {"stored run": stored_shots.get(method),
                  "live run": getattr(live_config, "train_shot", None)}
@@ -168,8 +191,14 @@ def paper_table(stored: Record | None, live: Mapping[str, float] | None = None,
     return headers, rows
 
 
+def paper_sources() -> str:
+    """Markdown: the paper and table each row of :func:`paper_table`'s "paper" column comes from."""
+    return "Paper column: " + "; ".join(f"{SHORT[m]}, {PAPER_SOURCE[m]}" for m in METHODS) + "."
+
+
 def siamese_table(record: Record) -> Table:
-    """The longer Siamese run against Vinyals et al.'s re-implementation of Koch et al., max and mean rules."""
+    """The longer Siamese run against the paper's figures for Koch et al.'s method (:data:`PAPER_SOURCE`),
+    max and mean rules."""
     m = record["metrics"]
     shots = {"stored run": trained_shots(record).get("siamese")}
     rows = []
@@ -179,7 +208,7 @@ def siamese_table(record: Record) -> Table:
             if key + "/acc" in m:
                 rows.append([f"{n}-way {k}-shot" + _trained(k, shots) + (", mean rule" if rule else ""),
                              fmt(paper, digits=1), _acc(m, key), _gap(m, key, paper)])
-    headers = ["setting", "paper (Vinyals et al.'s re-impl. of Koch et al.)",
+    headers = ["setting", "paper (Finn et al. 2017, Table 1)",
                f"{int(m['siamese/episodes'])} episodes", "run - paper"]
     return headers, rows
 

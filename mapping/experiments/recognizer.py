@@ -14,7 +14,6 @@ one drawing per character to remember) and on an invented writing system drawn b
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from ..meta.metric import prototypes, protonet_logits
 from ..nn import Conv4
 from ..stats import mean_ci95
 from .checks import check_ints
-from .omniglot_metric import BACKGROUND_FULL, MetricConfig, fit, load_split
+from .omniglot_metric import BACKGROUND_FULL, MetricConfig, trained
 
 Drawing = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 FORMAT = 1  # version of the saved file
@@ -211,9 +210,12 @@ class RecognizerConfig:
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> "RecognizerConfig":
-        sizes = budget.pick(smoke=dict(episodes=30, train_way=10, halve_every=20, hidden=32, glyph_episodes=5),
-                            quick=dict(episodes=300, train_way=30, halve_every=150, glyph_episodes=20),
-                            full={}, mode_=mode)
+        """Full: the defaults. Smoke and quick: the training of chapter 2.1's background ProtoNet in that mode
+        (``MetricConfig.for_mode("protonet", "background")``), so that the two pages share one network."""
+        sizes = budget.pick(smoke=dict(glyph_episodes=5), quick=dict(glyph_episodes=20), full={}, mode_=mode)
+        if budget.mode(mode) != "full":
+            page = MetricConfig.for_mode("protonet", "background", mode=mode)
+            sizes.update({field: getattr(page, field) for field in ("episodes", "train_way", "halve_every", "hidden")})
         return cls(**{**sizes, **overrides})
 
     def metric(self) -> MetricConfig:
@@ -226,15 +228,18 @@ def run(config: RecognizerConfig, root=None, progress: bool | None = None, stric
         device: torch.device | str = "cpu", checkpoint_dir=None) -> tuple[dict[str, float], Recognizer]:
     """Train and score; returns the metrics and the recognizer (with nothing remembered). Metrics:
     ``recognizer/lake20/error`` (%, with ``.../ci95`` over the 20 runs and ``.../worst_run``),
-    ``recognizer/glyphs/acc`` and ``.../ci95`` over episodes, ``recognizer/train_seconds``."""
+    ``recognizer/glyphs/acc`` and ``.../ci95`` over episodes, ``recognizer/train_seconds``.
+
+    The network is :func:`~mapping.experiments.omniglot_metric.trained`'s: trained once per build for a given
+    configuration and package code (``MAPPING_MEMO=0`` trains it every time); ``train_seconds`` is the time its
+    training took."""
     import hashlib
     import json
     key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
     ckpt = Path(checkpoint_dir) / f"recognizer-{key}.pt" if checkpoint_dir else None
-    tic = time.perf_counter()
-    net, _ = fit(config.metric(), load_split("background", root, strict=strict), device, ckpt, progress)
+    net, seconds = trained(config.metric(), device, checkpoint=ckpt, progress=progress, root=root, strict=strict)
     recognizer = Recognizer(net.backbone)
-    metrics = {"recognizer/train_seconds": time.perf_counter() - tic}
+    metrics = {"recognizer/train_seconds": seconds}
     lake = lake_error(recognizer, load_lake_runs(root, strict=strict))
     _, ci = mean_ci95(lake.run_errors)
     metrics.update({"recognizer/lake20/error": lake.error, "recognizer/lake20/ci95": ci.item(),
