@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mapping import results
+from mapping.experiments import sinusoid
 from mapping.experiments.sinusoid import SinusoidConfig, curve, eval_tasks, evaluate, meta_train, tune_alpha
 from mapping.reproduce import main as reproduce
 from mapping.stats import mean_ci95
@@ -53,6 +54,49 @@ def test_evaluate_reports_every_shot_and_step(trained):
                 assert metrics[f"maml/k{k}{variant}/step{s}/mse"] > 0 and metrics[f"maml/k{k}{variant}/step{s}/ci95"] > 0
     # tuning on validation tasks can only help there; on the test tasks it must not be far worse
     assert metrics["maml/k10/tuned/step10/mse"] < 1.5 * metrics["maml/k10/step10/mse"]
+
+
+def test_evaluate_picks_shots_and_leaves_out_tuning(trained):
+    config, maml, pretrained, _ = trained
+    metrics = evaluate("maml", maml, config, shots=(5,), tuned=False)
+    assert "maml/k5/step1/mse" in metrics and "maml/k5/step10/diverged" in metrics
+    assert not any("/k10/" in k or "/k20/" in k or "/tuned/" in k for k in metrics)
+    assert metrics["maml/k5/step1/mse"] == evaluate("maml", maml, config)["maml/k5/step1/mse"]
+    # the pretrained baseline is always fine-tuned at its tuned rate (the paper's protocol)
+    base = evaluate("pretrained", pretrained, config, shots=(5,), tuned=False)
+    assert base["pretrained/k5/tuned/alpha"] in config.alpha_grid and "pretrained/k5/step10/diverged" in base
+
+
+def test_pretrained_curve_is_the_functional_loops_in_one_vmap(trained):
+    import torch.nn.functional as F
+    from mapping.meta import adaptation_curve
+    config, _, pretrained, _ = trained
+    batch = eval_tasks(config, 5)
+    forward, params, _, _ = sinusoid._inner_parts(pretrained, 0.01)
+    chunked = adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=3, alpha=0.01, check=False,
+                               execution="chunk")
+    assert torch.equal(curve("pretrained", pretrained, batch, 3, 0.01, check=False), chunked)
+
+
+def test_trained_reads_back_what_an_earlier_page_trained(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAPPING_CACHE", str(tmp_path))
+    config = SinusoidConfig.for_mode("smoke", iterations=20)
+    first, history, cached = sinusoid.trained("metasgd", config, progress=False)
+    assert not cached and len(history["train"]) > 0
+    again, history2, cached2 = sinusoid.trained("metasgd", config, progress=False)
+    assert cached2 and history2 == history and type(again) is type(first)
+    for (name, a), (_, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name  # weights and Meta-SGD's learned rates
+    # evaluation fields do not change the key; a training field does
+    assert sinusoid.trained("metasgd", SinusoidConfig.for_mode("smoke", iterations=20, eval_shots=(5,)),
+                            progress=False)[2]
+    assert not sinusoid.trained("metasgd", SinusoidConfig.for_mode("smoke", iterations=21), progress=False)[2]
+
+
+def test_progress_names_fit_the_column():
+    # tqdm's finished line: "<name>: 100%|##########| 4000/4000 [00:30<00:00, 1234.56it/s, loss=0.123]"
+    assert set(sinusoid.SHORT) == set(sinusoid.METHODS)
+    assert max(len(name) for name in sinusoid.SHORT.values()) + 67 <= 79
 
 
 def test_reproduce_writes_results_with_provenance(tmp_path, monkeypatch):

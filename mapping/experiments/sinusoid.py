@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import budget
+from .. import budget, memo
 from ..data import Sinusoid, TaskBatch
 from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop,
                     compile_seconds, functional, params_of)
@@ -28,7 +28,11 @@ from .pool import map_runs
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile", "metasgd": "Meta-SGD",
           "anil": "ANIL", "pretrained": "pretrained on all tasks"}
+# progress-bar names: short, so that a finished bar's line fits the book's 79-character column
+SHORT = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "metasgd": "Meta-SGD", "anil": "ANIL",
+         "pretrained": "pretrained"}
 REPORT_STEPS = (0, 1, 5, 10)
+QUICK_ITERATIONS = 4000  # the book's live runs: 3.1 and 3.2 within their time budgets (see SinusoidConfig.for_mode)
 
 
 @dataclass
@@ -61,7 +65,7 @@ class SinusoidConfig:
     def for_mode(cls, mode: str | None = None, **overrides) -> "SinusoidConfig":
         m = budget.mode(mode)
         sizes = {"smoke": dict(iterations=300, eval_tasks=100),
-                 "quick": dict(iterations=6000, eval_tasks=600),
+                 "quick": dict(iterations=QUICK_ITERATIONS, eval_tasks=600),
                  "full": dict(compile=True)}[m]
         return cls(**{**sizes, **overrides})
 
@@ -113,9 +117,38 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
 
     history = train(step, config.iterations, state={"model": model, "optimizer": optimizer, "tasks": generator},
                     evaluate=evaluate, eval_every=max(1, config.iterations // 20), checkpoint=checkpoint,
-                    checkpoint_every=5000, desc=LABELS[method], progress=progress,
+                    checkpoint_every=5000, desc=SHORT[method], progress=progress,
                     log_every=max(1, config.iterations // 200))
     return model, history
+
+
+TRAINING_FIELDS = ("iterations", "meta_batch", "k_shot", "q_query", "alpha", "inner_steps", "reptile_steps",
+                   "meta_lr", "hidden", "seed", "compile")  # what meta_train reads; evaluation fields are not
+
+
+def trained(method: str, config: SinusoidConfig, device: torch.device | str = "cpu",
+            progress: bool | None = None) -> tuple[nn.Module, dict, bool]:
+    """:func:`meta_train`, done once per build: the trained weights and history are kept by :mod:`mapping.memo`
+    under the method, the training fields of ``config`` and the device, so that a second page asking for the same
+    training (3.1 and 3.2 both train MAML and the pretrained baseline) reads it back. Returns the model, its
+    history and whether it was read back (True) or trained here (False)."""
+    key = {**{f: getattr(config, f) for f in TRAINING_FIELDS}, "device": str(torch.device(device))}
+    name = f"sinusoid-{method}"
+    stored = memo.path(name, key).is_file()
+    calls = []
+
+    def compute() -> dict:
+        model, history = meta_train(method, config, device, progress=progress)
+        calls.append(model)
+        return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "history": history}
+
+    value = memo.cached(name, key, compute)
+    if calls:
+        return calls[0], value["history"], False
+    torch.manual_seed(config.seed)
+    model = build(method, config).to(device)
+    model.load_state_dict(value["state"])
+    return model, value["history"], stored
 
 
 def eval_tasks(config: SinusoidConfig, k_shot: int, device: torch.device | str = "cpu",
@@ -144,8 +177,9 @@ def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: fl
     if isinstance(model, MetaLearner):
         return model.adaptation_curve(batch, F.mse_loss, steps, alpha, check)
     forward, params, rate, adapt = _inner_parts(model, alpha)
+    # one vmap over all tasks, as the meta-learners of build() run: the same numbers as the default chunks, 5x faster
     return adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=steps, alpha=rate, adapt=adapt,
-                            check=check)
+                            check=check, execution="vmap")
 
 
 @torch.no_grad()
@@ -190,7 +224,7 @@ def _summarise(prefix: str, losses: torch.Tensor, metrics: dict[str, float]) -> 
 
 
 def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu",
-             ) -> dict[str, float]:
+             shots: tuple[int, ...] | None = None, tuned: bool = True) -> dict[str, float]:
     """Flat metrics for every K and s = 0..eval_steps, fine-tuning on the held-out tasks:
 
     * ``"{method}/k{K}/step{s}/mse"`` and ``".../ci95"``: with the rate the method was trained with (``alpha``,
@@ -200,16 +234,21 @@ def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torc
     Every step also gets ``".../diverged"`` (the share of tasks on which fine-tuning diverged, by the one
     definition of :mod:`mapping.stats`) and ``".../median"``, ``".../q25"``, ``".../q75"`` of the other tasks;
     where any task diverged there is no ``".../mse"``, since a mean over a few exploding tasks says nothing.
+
+    ``shots`` (default ``config.eval_shots``) picks the K evaluated; ``tuned=False`` leaves out the ``.../tuned/``
+    curves of the meta-learners (a page that shows only their training rate); the pretrained baseline is always
+    fine-tuned with its tuned rate.
     """
     metrics: dict[str, float] = {}
-    for k in config.eval_shots:
+    for k in config.eval_shots if shots is None else shots:
         test = eval_tasks(config, k, device)
-        tuned = tune_alpha(method, model, config, k, device) if method in TUNABLE else None
-        if tuned is not None:
-            metrics[f"{method}/k{k}/tuned/alpha"] = tuned
-            _summarise(f"{method}/k{k}/tuned", curve(method, model, test, config.eval_steps, tuned, check=False),
+        wanted = method in TUNABLE and (tuned or method == "pretrained")
+        rate = tune_alpha(method, model, config, k, device) if wanted else None
+        if rate is not None:
+            metrics[f"{method}/k{k}/tuned/alpha"] = rate
+            _summarise(f"{method}/k{k}/tuned", curve(method, model, test, config.eval_steps, rate, check=False),
                        metrics)
-        alpha = tuned if method == "pretrained" else None
+        alpha = rate if method == "pretrained" else None
         _summarise(f"{method}/k{k}", curve(method, model, test, config.eval_steps, alpha, check=False), metrics)
     return metrics
 
