@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mapping import results  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from threads import ENV as THREADS_ENV  # noqa: E402
+
 PROBE = ("import json as _j, resource as _r\n"
          "_s, _c = _r.getrusage(_r.RUSAGE_SELF), _r.getrusage(_r.RUSAGE_CHILDREN)\n"
          "print(_j.dumps({'cpu': _s.ru_utime + _s.ru_stime + _c.ru_utime + _c.ru_stime,\n"
@@ -76,7 +79,8 @@ def run_page(page: str, mode: str, root: Path = ROOT, timeout: int = 1800) -> di
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    client.execute(env={**os.environ, "MAPPING_MODE": mode})  # the kernel's environment
+    env = {**THREADS_ENV, **os.environ, "MAPPING_MODE": mode}  # the build's kernel environment (book/_ext)
+    client.execute(env=env)
     wall = time.perf_counter() - start
     usage = json.loads(nb.cells[-1].outputs[0]["text"])
     cells = [(i, cell_seconds(c), first_line(c.source)) for i, c in enumerate(nb.cells[:-1])

@@ -13,7 +13,8 @@ import pytest
 def test_book_builds_without_warnings(built_book):
     html = built_book
     for page in ("index.html", "book/ch1/index.html", "book/ch2/metric.html", "book/ch2/transfer.html",
-                 "book/ch2/relations.html", "book/ch3/maml.html", "book/ch3/reptile.html",
+                 "book/ch2/relations.html", "book/ch2/multitask.html", "book/ch2/multitask_weighting.html",
+                 "book/ch2/multitask_aggregation.html", "book/ch2/multitask_experiments.html", "book/ch3/maml.html", "book/ch3/reptile.html",
                  "book/ch4/maml_math.html", "book/ch4/reptile_math.html", "book/references.html"):
         assert (html / page).is_file(), page
     maml = (html / "book/ch3/maml.html").read_text()
