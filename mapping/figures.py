@@ -37,7 +37,7 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
     plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),  # its legend below the axes, over no line
                       title="Sinusoid regression, K = 5: fine-tuning from a meta-learned start")
     commit = record["commit"][:10]
-    fig.supxlabel(f"{record['command']} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
+    fig.supxlabel(f"{results.portable(record['command'])} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
                   x=0.01, ha="left", fontsize=plot.MIN_FONT, color="gray")  # under the legend
     plot.check_legible(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
