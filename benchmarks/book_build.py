@@ -192,10 +192,23 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.mkdtemp(prefix="book_build_cache_")
     if args.cold:
         os.environ["MAPPING_CACHE"] = os.path.join(scratch, "pages")
+    failed = {}
+
+    def attempt(page: str) -> dict | None:
+        try:
+            return run_page(page, args.mode)
+        except Exception as error:  # a failing page is reported; the others still run
+            failed[page] = f"{type(error).__name__}: {str(error)[-1500:]}"
+            print(f"{page} FAILED: {failed[page]}", flush=True)
+            return None
+
     with Load(args.load), ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda p: run_page(p, args.mode), pages))
+        done = [d for d in pool.map(attempt, pages) if d is not None]
     pages_wall = time.perf_counter() - start
     print(table(done))
+    if failed:
+        print(f"{len(failed)} page(s) failed, no record written: {', '.join(failed)}")
+        return 1
     print(f"all pages: {pages_wall:.0f} s ({args.jobs} at a time, {args.load} busy processes)")
     metrics = {f"page/{p['page']}/{k}": p[k] for p in done for k in ("wall_seconds", "cpu_seconds", "peak_mib")}
     metrics["pages/wall_seconds"] = round(pages_wall, 1)
