@@ -53,7 +53,8 @@ MAP = {"multi-task learning": ("2.3", ("hard sharing", "soft sharing", "cross-st
        "knowledge transfer": ("2.2", ("linear probe", "fine-tuning", "DANN", "MMD", "CORAL", "rotation")),
        "meta-learning": ("2.1, 3, 4", ("Siamese", "Matching", "Prototypical", "MANN", "MAML", "first-order MAML",
                                        "Reptile", "Meta-SGD", "ANIL"))}
-MAP_PAGES = {"multi-task learning": ("ch2/multitask",), "knowledge transfer": ("ch2/transfer",),
+MAP_PAGES = {"multi-task learning": ("ch2/multitask", "ch2/multitask_weighting", "ch2/multitask_aggregation",
+                                     "ch2/multitask_experiments"), "knowledge transfer": ("ch2/transfer",),
              "meta-learning": ("ch2/metric", "ch2/families", "ch3/index", "ch3/reptile")}
 # Where each method is written on the map figure: (x, y) in the figure's data coordinates, and its text.
 MAP_TEXT = {
