@@ -10,6 +10,7 @@ the disk the environment, ``$MAPPING_CACHE`` and the Omniglot files take.
 
     python benchmarks/book_build.py --mode quick --build --cold --out results   # the stored record
     python benchmarks/book_build.py --mode quick --pages book/ch3/maml      # one page, printed only
+    python benchmarks/book_build.py --mode quick --build --from-build --cold --out results  # pages timed in the build
 
 ``--out results`` writes ``results/benchmark_book_build.json`` (``--name`` to store another variant); the README's
 build time, memory and disk figures are read from it (``tests/test_readme_figures.py``).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,7 +131,15 @@ def build_book(mode: str, root: Path = ROOT) -> dict:
             raise RuntimeError("jupyter-book build failed:\n" + "".join(log[-40:]))
         html = Path(out) / "_build" / "html"
         size = sum(f.stat().st_size for f in html.rglob("*") if f.is_file())
-    return {"wall_seconds": round(wall, 1), "peak_mib": round(peak[0], 1), "html_mib": round(size / 2 ** 20, 1)}
+    return {"wall_seconds": round(wall, 1), "peak_mib": round(peak[0], 1), "html_mib": round(size / 2 ** 20, 1),
+            "pages": executed_seconds("".join(log), root)}
+
+
+def executed_seconds(log: str, root: Path = ROOT) -> dict[str, float]:
+    """``{page: seconds}`` from myst-nb's lines ``<root>/<page>.ipynb: Executed notebook in 12.3 seconds``."""
+    found = re.findall(r"(\S+)\.ipynb: Executed notebook in ([\d.]+) seconds", re.sub(r"\x1b\[[0-9;]*m", "", log))
+    return {str(Path(path).resolve().relative_to(root.resolve())): float(s) for path, s in found
+            if Path(path).resolve().is_relative_to(root.resolve())}
 
 
 def folder_mib(path: Path) -> float:
@@ -179,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3, 4), help="pages executed at a time")
     parser.add_argument("--load", type=int, default=0, choices=(0, 1, 2), help="busy processes meanwhile")
     parser.add_argument("--build", action="store_true", help="also time the whole jupyter-book build")
+    parser.add_argument("--from-build", action="store_true",
+                        help="no page run apart: each page's seconds as the build's log gives them (with --build)")
     parser.add_argument("--cold", action="store_true",
                         help="an empty MAPPING_CACHE for the pages, and another for the build (a fresh clone)")
     parser.add_argument("--out", help="folder for the JSON record (e.g. results); printed only when absent")
@@ -202,17 +214,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{page} FAILED: {failed[page]}", flush=True)
             return None
 
+    if args.from_build and not args.build:
+        parser.error("--from-build reads the pages' seconds from the build: give --build too")
     with Load(args.load), ThreadPoolExecutor(args.jobs) as pool:
-        done = [d for d in pool.map(attempt, pages) if d is not None]
+        done = [] if args.from_build else [d for d in pool.map(attempt, pages) if d is not None]
     pages_wall = time.perf_counter() - start
-    print(table(done))
+    if done:
+        print(table(done))
     if failed:
         print(f"{len(failed)} page(s) failed, no record written: {', '.join(failed)}")
         return 1
     print(f"all pages: {pages_wall:.0f} s ({args.jobs} at a time, {args.load} busy processes)")
     metrics = {f"page/{p['page']}/{k}": p[k] for p in done for k in ("wall_seconds", "cpu_seconds", "peak_mib")}
-    metrics["pages/wall_seconds"] = round(pages_wall, 1)
-    metrics["pages/max_wall_seconds"] = max(p["wall_seconds"] for p in done)
+    if done:
+        metrics["pages/wall_seconds"] = round(pages_wall, 1)
+        metrics["pages/max_wall_seconds"] = max(p["wall_seconds"] for p in done)
     if args.build:
         if args.cold:
             os.environ["MAPPING_CACHE"] = os.path.join(scratch, "build")
@@ -220,7 +236,17 @@ def main(argv: list[str] | None = None) -> int:
             built = build_book(args.mode)
         print(f"jupyter-book build: {built['wall_seconds']:.0f} s, peak {built['peak_mib']:.0f} MiB, "
               f"HTML {built['html_mib']:.0f} MiB")
+        in_build = built.pop("pages")
         metrics.update({f"build/{k}": v for k, v in built.items()})
+        metrics.update({f"build/page/{p}/seconds": v for p, v in in_build.items()})
+        if args.from_build:
+            if sorted(in_build) != sorted(pages):
+                raise RuntimeError(f"the build's log names {sorted(in_build)}, the book has {sorted(pages)}")
+            metrics.update({f"page/{p}/wall_seconds": v for p, v in in_build.items()})
+            metrics["pages/wall_seconds"] = round(sum(in_build.values()), 1)
+            metrics["pages/max_wall_seconds"] = max(in_build.values())
+            for p, v in sorted(in_build.items(), key=lambda kv: -kv[1]):
+                print(f"{p.removeprefix('book/'):<28} {v:7.1f} s in the build")
         metrics.update({f"disk/{k}": v for k, v in disk().items()})
     shutil.rmtree(scratch, ignore_errors=True)
     if args.out:
@@ -228,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         record = results.provenance(args.name, command=command, mode=args.mode, seed=0)
         record.update(wall_seconds=round(time.perf_counter() - start, 1), metrics=metrics,
                       config={"jobs": args.jobs, "load": args.load, "cold": args.cold, "cores": os.cpu_count(),
+                              "pages_from": "the build's log" if args.from_build else "a kernel each",
                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
                       slowest_cells={p["page"]: p["slowest_cells"] for p in done})
         path = results.write(record, args.out)

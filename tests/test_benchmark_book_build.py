@@ -46,3 +46,16 @@ def test_threads_under_load_records_each_configuration(tmp_path):
     m = json.loads((tmp_path / "benchmark_threads_load.json").read_text())["metrics"]
     assert set(m) == {f"busy0/maml/{c}/ms_per_step" for c in threads_under_load.CONFIGS}
     assert all(v > 0 for v in m.values())
+
+
+def test_executed_seconds_read_from_the_build_log(tmp_path):
+    log = (f"\x1b[01m{tmp_path}/book/ch1/index.ipynb: Executed notebook in 93.46 seconds [mystnb]\x1b[0m\n"
+           f"{tmp_path}/book/ch3/maml.ipynb: Executed notebook in 5.1 seconds [mystnb]\n"
+           "/elsewhere/x.ipynb: Executed notebook in 1.0 seconds [mystnb]\n"
+           f"{tmp_path}/book/ch2/metric.ipynb: Executing notebook using local CWD [mystnb]\n")
+    assert book_build.executed_seconds(log, tmp_path) == {"book/ch1/index": 93.46, "book/ch3/maml": 5.1}
+
+
+def test_from_build_needs_build():
+    with pytest.raises(SystemExit):
+        book_build.main(["--from-build"])
