@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -37,8 +38,9 @@ def sinusoid_methods(out: Path = ROOT / "book" / "figures" / "sinusoid_methods.p
     plot.error_curves(curves, ax=ax, logy=True, ylim=(0.1, 10),  # its legend below the axes, over no line
                       title="Sinusoid regression, K = 5: fine-tuning from a meta-learned start")
     commit = record["commit"][:10]
-    fig.supxlabel(f"{results.portable(record['command'])} · mode {record['mode']} · seed {record['seed']} · commit {commit}",
-                  x=0.01, ha="left", fontsize=plot.MIN_FONT, color="gray")  # under the legend
+    caption = f"{results.portable(record['command'])} · mode {record['mode']} · seed {record['seed']} · commit {commit}"
+    fig.supxlabel(textwrap.fill(caption, 90), x=0.01, ha="left", fontsize=plot.MIN_FONT,
+                  color="gray")  # under the legend, wrapped to stay inside the figure
     plot.check_legible(fig)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")

@@ -5,7 +5,7 @@ Debian's ``chromium`` and ``chromium-driver`` (and ``fonts-noto-cjk`` for the Ch
 when
 
 * an equation is left untypeset, or a display equation is wider than the column (scrolled or clipped);
-* an output cell holds a traceback, a progress bar short of 100%, or an absolute path of the machine that ran it;
+* an output cell holds a traceback (but a cell tagged ``raises-exception``, an expected error), a progress bar short of 100%, or an absolute path of the machine that ran it;
 * a code cell, an output or a table scrolls sideways (or is clipped);
 * an image is missing or broken, or is shown at under 60% of its natural width (its text shrunk with it);
 * the page logs a JavaScript error.
@@ -81,7 +81,7 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
   const text = el => el.textContent.trim().slice(0, 80);
   const math = [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
   const outputs = [...document.querySelectorAll('.cell_output, .output')];
-  const tracebacks = outputs.filter(o => /Traceback \\(most recent call last\\)|\\.traceback/.test(
+  const tracebacks = outputs.filter(o => !o.closest('.tag_raises-exception')).filter(o => /Traceback \\(most recent call last\\)|\\.traceback/.test(
     o.textContent) || o.querySelector('.traceback'));
   const images = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
   const code = [...document.querySelectorAll('.cell_input pre, div.highlight-ipython3 pre')]
@@ -90,8 +90,8 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
   const right = article.getBoundingClientRect().right + 1;
   // display equations: the typeset formula must fit the box MathJax gives it (and the column)
   const equations = [...article.querySelectorAll('mjx-container[display="true"]')].filter(c => {
-    const m = c.querySelector('mjx-math');
-    return m && (m.getBoundingClientRect().width > c.getBoundingClientRect().width + 1
+    const m = c && c.querySelector('mjx-math');
+    return Boolean(m) && (m.getBoundingClientRect().width > c.getBoundingClientRect().width + 1
                  || m.getBoundingClientRect().right > right || c.scrollWidth > c.clientWidth + 1);
   });
   // anything else that scrolls sideways or is clipped: outputs, tables, preformatted text
@@ -103,7 +103,7 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
   const outputsWide = wide.filter(inOutput), tablesWide = wide.filter(el => !inOutput(el));
   const shrunk = [...article.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0
     && i.getBoundingClientRect().width < 0.6 * i.naturalWidth);
-  const outText = outputs.map(o => o.textContent);
+  const outText = outputs.filter(o => !o.closest('.tag_raises-exception')).map(o => o.textContent);
   const bars = outText.flatMap(t => t.split('\\n')).filter(l => /(^|[^0-9])(\\d{1,2})%\\|/.test(l));
   const paths = outText.flatMap(t => t.split('\\n')).filter(
     l => /(^|[\\s'"(=:])\\/(tmp|root|home|work|Users|private|var|opt|mnt|scratch|content)\\//.test(l));
