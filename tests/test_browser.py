@@ -78,6 +78,7 @@ const wait = new Promise(resolve => {
 });
 let ready;
 wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : null; }).then(() => {
+ try {
   const text = el => el.textContent.trim().slice(0, 80);
   const math = [...document.querySelectorAll('.math')].filter(m => !m.querySelector('mjx-container'));
   const outputs = [...document.querySelectorAll('.cell_output, .output')];
@@ -86,14 +87,18 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
   const images = [...document.images].filter(i => !i.complete || i.naturalWidth === 0);
   const code = [...document.querySelectorAll('.cell_input pre, div.highlight-ipython3 pre')]
     .filter(p => p.scrollWidth > p.clientWidth + 1);
-  const article = document.querySelector('.bd-article') || document.body;
+  const article = document.querySelector('.bd-article') || document.body || document.documentElement;  // index.html redirects
   const right = article.getBoundingClientRect().right + 1;
-  // display equations: the typeset formula must fit the box MathJax gives it (and the column)
-  const equations = [...article.querySelectorAll('mjx-container[display="true"]')].filter(c => {
-    const m = c && c.querySelector('mjx-math');
-    return Boolean(m) && (m.getBoundingClientRect().width > c.getBoundingClientRect().width + 1
-                 || m.getBoundingClientRect().right > right || c.scrollWidth > c.clientWidth + 1);
-  });
+  // display equations: the typeset formula must fit the box MathJax gives it (and the column); measured in one
+  // pass, since MathJax may re-render a formula (fonts arriving) between two reads
+  const equations = [...article.querySelectorAll('mjx-container[display="true"]')].map(c => {
+    const m = c.querySelector('mjx-math');
+    if (!m) return null;
+    const w = m.getBoundingClientRect(), box = c.getBoundingClientRect();
+    return (w.width > box.width + 1 || w.right > right || c.scrollWidth > c.clientWidth + 1)
+      ? `${Math.round(w.width)} px in ${Math.round(box.width)}: `
+        + (c.querySelector('mjx-assistive-mml') || c).textContent.slice(0, 60) : null;
+  }).filter(Boolean);
   // anything else that scrolls sideways or is clipped: outputs, tables, preformatted text
   const inOutput = el => el.closest('.cell_output, .output');
   const wide = [...article.querySelectorAll('*')].filter(el => !el.closest('mjx-container, .cell_input, .math')
@@ -112,12 +117,14 @@ wait.then(() => { ready = loaded(); return ready ? MathJax.startup.promise : nul
         broken_images: images.map(i => i.getAttribute('src')),
         scrolling_code: code.map(p => p.textContent.split('\\n').find(
           l => l.length > 79) || text(p)),
-        wide_equations: equations.map(c => `${Math.round(c.querySelector('mjx-math').getBoundingClientRect().width)} px in `
-          + `${Math.round(c.getBoundingClientRect().width)}: ${(c.querySelector('mjx-assistive-mml') || c).textContent.slice(0, 60)}`),
+        wide_equations: equations,
         wide_outputs: [...new Set(outputsWide.map(first))],
         wide_tables: [...new Set(tablesWide.map(first))],
         shrunk_images: shrunk.map(i => `${i.getAttribute('src')} shown at ${Math.round(100 * i.getBoundingClientRect().width / i.naturalWidth)}%`),
         progress_leftovers: bars.map(l => l.slice(0, 80)), machine_paths: paths.map(l => l.trim().slice(0, 100))});
+ } catch (error) {  // report a failure of the probe itself rather than time out
+  done({mathjax: true, probe_error: [String(error && error.stack || error)]});
+ }
 });
 """
 
