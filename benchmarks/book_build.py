@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         record.update(wall_seconds=round(time.perf_counter() - start, 1), metrics=metrics,
                       config={"jobs": args.jobs, "load": args.load, "cold": args.cold, "cores": os.cpu_count(),
                               "pages_from": "the build's log" if args.from_build else "a kernel each",
-                              "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
+                              "openmp": {k: os.environ.get(k, THREADS_ENV.get(k)) for k in
+                                         ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}},
                       slowest_cells={p["page"]: p["slowest_cells"] for p in done})
         path = results.write(record, args.out)
         print(f"wrote {os.path.relpath(path)}")

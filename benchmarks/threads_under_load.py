@@ -8,8 +8,10 @@ step for a fixed number of seconds:
 * ``conv4``: one Adam step of the 64-filter Conv-4 on a batch of 64 Omniglot-sized images (chapters 1, 2, 5);
 * ``maml``: one second-order MAML meta-step on the 1-40-40-1 sinusoid network, 25 tasks (chapter 3);
 
-with 1 thread, 2 threads (torch's default here), and 2 threads under ``OMP_WAIT_POLICY=PASSIVE`` (waiting
-threads sleep instead of spinning), each with the machine quiet and with ``--busy`` processes spinning. The
+with 1 thread, 2 threads (torch's default here), 2 threads under ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads
+sleep instead of spinning), and 2 threads that spin a bounded while before they sleep (``GOMP_SPINCOUNT``, read
+by the GNU OpenMP that torch's Linux wheels ship; its default spins 300,000 times), each with the machine quiet
+and with ``--busy`` processes spinning. The
 configurations of one load are timed one after another in interleaved rounds. ``--out results`` writes
 ``results/benchmark_threads_load.json``.
 """
@@ -27,7 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mapping import results  # noqa: E402
 
-CONFIGS = {"1 thread": (1, None), "2 threads": (2, None), "2 threads, passive": (2, "PASSIVE")}
+CONFIGS = {"1 thread": (1, {}), "2 threads": (2, {}), "2 threads, passive": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+           "2 threads, spin 3k": (2, {"GOMP_SPINCOUNT": "3000"}),
+           "2 threads, spin 1k": (2, {"GOMP_SPINCOUNT": "1000"})}
+OPENMP_ENV = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
 STEP = r'''
 import sys, time, torch
 import torch.nn.functional as F
@@ -57,11 +62,9 @@ print((time.perf_counter() - start) / n * 1000)
 '''
 
 
-def time_step(model: str, threads: int, policy: str | None, seconds: float) -> float:
-    """ms per step of ``model`` in a fresh process."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def time_step(model: str, threads: int, openmp: dict[str, str], seconds: float) -> float:
+    """ms per step of ``model`` in a fresh process with the OpenMP variables ``openmp`` (and no others)."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_ENV} | openmp
     out = subprocess.run([sys.executable, "-c", STEP, model, str(threads), str(seconds)], env=env,
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return float(out.stdout.strip().splitlines()[-1])
@@ -82,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             times: dict[str, list[float]] = {}
             for _ in range(args.rounds):
                 for model in args.models:
-                    for label, (threads, policy) in CONFIGS.items():
-                        times.setdefault(f"{model}/{label}", []).append(time_step(model, threads, policy,
+                    for label, (threads, openmp) in CONFIGS.items():
+                        times.setdefault(f"{model}/{label}", []).append(time_step(model, threads, openmp,
                                                                                   args.seconds))
         finally:
             for p in busy:

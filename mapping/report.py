@@ -1,7 +1,6 @@
 """Tables for the book: a live run, the stored full run and the papers' numbers, side by side."""
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,19 +73,6 @@ def timings(metrics: Mapping[str, float], prefix: str = "") -> dict[str, float]:
     return out
 
 
-_MACHINE_PATH = re.compile(r"(?<![\w.~-])/(?:tmp|work|root|home|Users|content|mnt|scratch|var)(?:/[^\s,;:()'\"]*)?")
-
-
-def machine_paths_hidden(text: str) -> str:
-    """``text`` with each absolute path of the machine that made a record (``/tmp/runs``, ``/root/out``) shortened
-    to ``…/`` and its last part, e.g. ``--out /tmp/runs`` reads ``--out …/runs``: a page names no folder of
-    another machine."""
-    def short(match: re.Match) -> str:
-        last = match.group(0).rstrip("/").rsplit("/", 1)[-1]
-        return f"…/{last}"
-    return _MACHINE_PATH.sub(short, text)
-
-
 def stopped_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tuple[list[float], list[float]]:
     """:func:`steps_curve`, stopped at the first step where fine-tuning diverged on some tasks
     (:func:`divergence_onset`): NaN from that step on, even where no task is counted diverged at a later step
@@ -100,5 +86,5 @@ def stopped_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tupl
     return mean, ci
 
 
-__all__ = ["curve_label", "divergence_onset", "fmt", "machine_paths_hidden", "markdown_table", "metric",
+__all__ = ["curve_label", "divergence_onset", "fmt", "markdown_table", "metric",
            "steps_curve", "stopped_curve", "timings"]

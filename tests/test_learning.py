@@ -78,6 +78,29 @@ def test_pretrained_curve_is_the_functional_loops_in_one_vmap(trained):
     assert torch.equal(curve("pretrained", pretrained, batch, 3, 0.01, check=False), chunked)
 
 
+def test_pretrained_curve_matches_a_plain_per_task_loop_in_float64(trained):
+    """The vmapped curve against plain SGD on each task with autograd, one task at a time, in float64."""
+    import copy
+    import torch.nn.functional as F
+    config, _, pretrained, _ = trained
+    net = copy.deepcopy(pretrained).double()
+    batch = eval_tasks(config, 5)
+    sx, sy, qx, qy = (t[:12].double() for t in batch.tensors())  # 12 tasks
+    expected = torch.empty(len(sx), 4, dtype=torch.float64)
+    for i in range(len(sx)):
+        task = copy.deepcopy(net)
+        for s in range(4):
+            with torch.no_grad():
+                expected[i, s] = F.mse_loss(task(qx[i]), qy[i])
+            grads = torch.autograd.grad(F.mse_loss(task(sx[i]), sy[i]), list(task.parameters()))
+            with torch.no_grad():
+                for p, g in zip(task.parameters(), grads):
+                    p -= 0.01 * g
+    from mapping.data import TaskBatch
+    got = curve("pretrained", net, TaskBatch(sx, sy, qx, qy), 3, 0.01, check=False)  # (tasks, 4)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_trained_reads_back_what_an_earlier_page_trained(tmp_path, monkeypatch):
     monkeypatch.setenv("MAPPING_CACHE", str(tmp_path))
     config = SinusoidConfig.for_mode("smoke", iterations=20)

@@ -1,7 +1,7 @@
 """mapping.report's helpers for the book's tables and curves: timings, machine paths, stopped curves."""
 import math
 
-from mapping.report import curve_label, machine_paths_hidden, stopped_curve, steps_curve, timings
+from mapping.report import curve_label, stopped_curve, steps_curve, timings
 
 
 def test_timings_reads_one_heading_of_a_record():
@@ -12,14 +12,6 @@ def test_timings_reads_one_heading_of_a_record():
     assert timings(metrics, "conv4/steps1") == {"vmap": 995.0, "loop": 628.0}
     assert timings(metrics, "conv4/steps1/") == timings(metrics, "conv4/steps1")
     assert timings(metrics, "wide_mlp/steps1") == {}
-
-
-def test_machine_paths_hidden_shortens_absolute_paths_only():
-    text = "python -m mapping.reproduce sinusoid --out /tmp/runs (mode full), --out /root/out/"
-    assert machine_paths_hidden(text) == "python -m mapping.reproduce sinusoid --out …/runs (mode full), --out …/out"
-    assert machine_paths_hidden("see /work/main/results/sinusoid.json;") == "see …/sinusoid.json;"
-    for kept in ("--out results", "results/sinusoid.json", "a/tmp/b", "commit c1f8f5b234, 1.3 min"):
-        assert machine_paths_hidden(kept) == kept
 
 
 def _metrics(diverged_at: dict[int, float], steps: int = 6) -> dict[str, float]:

@@ -7,6 +7,9 @@ def test_portable_shortens_absolute_paths_only():
         "python b.py --out …/runs2 --data …/omniglot"
     assert results.portable("python -m mapping.reproduce sinusoid --jobs 1/2 ./rel/x ~/h") == \
         "python -m mapping.reproduce sinusoid --jobs 1/2 ./rel/x ~/h"
+    assert results.portable("see /work/main/results/sinusoid.json; (mode full)") == "see …/sinusoid.json; (mode full)"
+    for kept in ("--out results", "results/sinusoid.json", "a/tmp/b", "commit c1f8f5b234, 1.3 min"):
+        assert results.portable(kept) == kept
 
 
 def test_describe_uses_the_portable_command():

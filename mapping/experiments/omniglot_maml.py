@@ -51,6 +51,10 @@ LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "anil": "ANIL", "metasgd
 EVALUATIONS = ("transductive", "per_query")
 PAPER = {"maml": (98.7, 99.9, 95.8, 98.9), "fomaml": (98.3, 99.2, 89.4, 97.9),
          "reptile": (95.39, 98.90, 88.14, 96.65)}  # 5w1s, 5w5s, 20w1s, 20w5s; REFERENCE.md (Reptile non-transductive)
+# Where each row of PAPER comes from: Finn et al. give MAML's and first-order MAML's ("MAML, first order approx.")
+# in their Table 1; Nichol et al.'s Omniglot table (Table 2) quotes both as transductive and gives Reptile's.
+PAPER_SOURCE = {"maml": "Finn et al. 2017, Table 1", "fomaml": "Finn et al. 2017, Table 1 (first order approx.)",
+                "reptile": "Nichol et al. 2018, Table 2 (non-transductive)"}
 
 
 TEST_FIELDS = ("test_tasks", "test_query", "wide_query", "test_steps")  # the fields that do not change training
@@ -327,6 +331,6 @@ def paper_configs(methods=("maml", "fomaml")) -> list[MamlConfig]:
     return [MamlConfig.paper(m, n, k) for m in methods for n, k in ((5, 1), (5, 5), (20, 1), (20, 5))]
 
 
-__all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "accuracy", "build", "checkpoint_key",
-           "classify_batch",
-           "cpu_configs", "evaluate", "fit", "lake_error", "paper_configs", "predict", "run", "run_one", "widen_head"]
+__all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "PAPER_SOURCE", "accuracy", "build",
+           "checkpoint_key", "classify_batch", "cpu_configs", "evaluate", "fit", "lake_error", "paper_configs",
+           "predict", "run", "run_one", "widen_head"]
