@@ -48,6 +48,19 @@ def test_evaluation_and_meta_training_are_seeded_and_the_same_for_every_start():
     assert co.meta_train(None, config, split, split, 0) == co.meta_train(None, config, split, split, 0)
 
 
+def test_evaluation_embeds_once_and_scores_as_each_setting_alone():
+    """One table of embeddings for every setting gives each setting's own episode accuracies, exactly."""
+    from mapping.experiments.omniglot_metric import accuracy
+    split = templated_split(30, seed=4)
+    config = tiny(settings=((5, 1), (10, 1), (5, 3)), test_episodes=12)
+    model = PrototypicalNetwork(ind.backbone(None, 8, 0))
+    got = co.evaluate(model, config, split, 7)
+    for n, k in config.settings:
+        alone = accuracy(model, split.sampler(n, k, config.test_query), config.test_episodes,
+                         torch.Generator().manual_seed(7 + 1000 * n + k))  # (E,)
+        assert got[f"{n}w{k}s"] == 100 * alone.mean().item()
+
+
 def test_meta_training_from_random_improves():
     torch.set_num_threads(1)
     split = templated_split(60, seed=2)

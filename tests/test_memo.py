@@ -68,3 +68,15 @@ def test_switched_off(counted, monkeypatch):
 def test_bad_arguments_are_named(fake_cache, name, config, match):
     with pytest.raises((ValueError, TypeError), match=match):
         memo.cached(name, config, lambda: 1)
+
+
+def test_the_quick_pages_ask_for_one_omniglot_pretraining():
+    """Chapters 1, 2.2 and 2.4 pre-train the same backbone in quick mode, so the build computes it once."""
+    from mapping.experiments.background import BackgroundConfig
+    from mapping.experiments.combine import CombineConfig
+    from mapping.experiments.transfer_omniglot import TransferConfig
+    ch1, ch22, ch24 = (c.for_mode("quick") for c in (BackgroundConfig, TransferConfig, CombineConfig))
+    args = lambda c, lr: (c.pretrain_epochs, c.pretrain_drawers, c.batch, lr, c.hidden)  # noqa: E731
+    assert ch1.pretrain_characters is None  # all 964 background characters, as 2.2 and 2.4
+    assert args(ch1, 1e-3) == args(ch22, ch22.pretrain_lr) == args(ch24, ch24.pretrain_lr)
+    assert 0 in ch1.seeds and 0 in ch22.seeds and 0 in ch24.seeds

@@ -54,6 +54,7 @@ class BackgroundConfig:
     hidden: int = 64  # Conv4 filters of the Omniglot networks
     pretrain_epochs: int = 3
     pretrain_characters: int | None = None  # the first background characters pre-trained on (None: all 964)
+    pretrain_drawers: int = 20  # background drawers pre-trained on (quick: 15, 2.2's and 2.4's, pre-trained once)
     transfer_steps: int = 150  # optimizer steps of each Omniglot run (at least min_epochs passes)
     batch: int = 64
     min_epochs: int = 3
@@ -76,8 +77,9 @@ class BackgroundConfig:
         return budget.pick(smoke=cls(per_class=(1, 10), steps=30, shots=(1,), alphabets=2, hidden=8,
                                      pretrain_epochs=1, pretrain_characters=50, transfer_steps=5, min_epochs=1,
                                      seeds=(0,)),
-                           quick=cls(per_class=(1, 5, 20, 60), steps=500, alphabets=5, hidden=32,
-                                     pretrain_epochs=1, seeds=(0,)),
+                           # quick: the backbone of 2.2 and 2.4 (TransferConfig), pre-trained once per build
+                           quick=cls(per_class=(1, 5, 20, 60), steps=500, alphabets=3, hidden=32,
+                                     pretrain_epochs=1, pretrain_drawers=15, seeds=(0,)),
                            full=cls(), mode_=mode)
 
 
@@ -146,7 +148,8 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
     per_seed: dict[str, list[float]] = {}
     per_alphabet: dict[str, list[float]] = {}
     for seed in config.seeds:
-        state, _ = ind.pretrain(source, config.pretrain_epochs, drawers=20, hidden=config.hidden, seed=seed)
+        state, _, _ = ind.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
+                                     batch=config.batch, hidden=config.hidden, seed=seed)  # once per configuration
         for k in config.shots:
             means = {"scratch": [], "finetune": []}
             for a, name in enumerate(names):

@@ -40,7 +40,7 @@ from ..meta import PrototypicalNetwork
 from ..multitask import HardSharing, task_losses
 from ..transfer import inductive as ind
 from .multitask import seed_summary, t_ci95
-from .omniglot_metric import accuracy as episode_accuracy
+from .omniglot_metric import accuracy as episode_accuracy, embed_all, query_independent
 
 STARTS = ("random", "inductive", "multitask")
 LABELS = {"random": "random initialisation", "inductive": "inductive transfer (character classifier)",
@@ -168,8 +168,8 @@ class CombineConfig:
             smoke=cls(hidden=8, background_characters=40, pretrain_epochs=1, episodes=6, checkpoints=(0, 6),
                       train_way=5, halve_every=100, settings=((5, 1),), test_episodes=20, seeds=(0,)),
             # quick: the inductive start is page 2.2's seed-0 backbone (TransferConfig), pre-trained once per build
-            quick=cls(hidden=32, pretrain_epochs=1, episodes=200, checkpoints=(0, 50, 200), halve_every=100,
-                      test_episodes=100, seeds=(0,)),
+            quick=cls(hidden=32, pretrain_epochs=1, episodes=100, checkpoints=(0, 25, 100), halve_every=50,
+                      test_episodes=60, seeds=(0,)),
             full=cls(), mode_=mode)
 
 
@@ -254,9 +254,12 @@ def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int)
 def evaluate(model: PrototypicalNetwork, config: CombineConfig, test: OmniglotSplit, seed: int) -> dict[str, float]:
     """``{"{n}w{k}s": accuracy %}`` on ``config.test_episodes`` episodes per setting (the same for every start)."""
     out = {}
+    model.eval()  # every test image embedded once, for all settings (the same episodes as embedding per setting)
+    z = embed_all(model.backbone, test.images) if query_independent(model) else None  # (C, 20, d)
     for n, k in config.settings:
         g = torch.Generator().manual_seed(seed + 1000 * n + k)
-        acc = episode_accuracy(model, test.sampler(n, k, config.test_query), config.test_episodes, g)  # (E,)
+        acc = episode_accuracy(model, test.sampler(n, k, config.test_query), config.test_episodes, g,
+                               embedded=z)  # (E,)
         out[f"{n}w{k}s"] = 100 * acc.mean().item()
     return out
 

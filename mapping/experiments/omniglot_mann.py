@@ -58,7 +58,7 @@ class MannConfig:
         sizes = budget.pick(smoke=dict(iterations=40, test_episodes=20, controller=32, batch=4),
                             # quick: too short for the memory to be used (the stored curve leaves chance after
                             # about 2,000 batches); 0.23 s per MANN batch on one CPU thread
-                            quick=dict(iterations=150, test_episodes=200),
+                            quick=dict(iterations=100, test_episodes=100),
                             full={}, mode_=mode)
         return cls(**{**sizes, **overrides})
 
