@@ -110,9 +110,10 @@ def tree_rss_mib(pid: int) -> float:
     return total / 2 ** 20
 
 
-def build_book(mode: str, root: Path = ROOT) -> dict:
+def build_book(mode: str, root: Path = ROOT, keep_html: str | None = None) -> dict:
     """``jupyter-book build`` of ``root`` into a temporary folder: wall seconds, peak MiB of the process tree
-    (sampled every 0.5 s), and the MiB of the HTML written."""
+    (sampled every 0.5 s), and the MiB of the HTML written (copied to ``keep_html`` when given, e.g. for
+    ``benchmarks/screenshots.py`` or ``MAPPING_BOOK_HTML``)."""
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).parent / "jupyter-book")
     with tempfile.TemporaryDirectory() as out:
         env = {**os.environ, "MAPPING_MODE": mode}
@@ -131,6 +132,9 @@ def build_book(mode: str, root: Path = ROOT) -> dict:
             raise RuntimeError("jupyter-book build failed:\n" + "".join(log[-40:]))
         html = Path(out) / "_build" / "html"
         size = sum(f.stat().st_size for f in html.rglob("*") if f.is_file())
+        if keep_html:
+            shutil.rmtree(keep_html, ignore_errors=True)
+            shutil.copytree(html, keep_html)
     return {"wall_seconds": round(wall, 1), "peak_mib": round(peak[0], 1), "html_mib": round(size / 2 ** 20, 1),
             "pages": executed_seconds("".join(log), root)}
 
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an empty MAPPING_CACHE for the pages, and another for the build (a fresh clone)")
     parser.add_argument("--out", help="folder for the JSON record (e.g. results); printed only when absent")
     parser.add_argument("--name", default="benchmark_book_build")
+    parser.add_argument("--keep-html", metavar="DIR", help="with --build: copy the built HTML to DIR")
     args = parser.parse_args(argv)
     pages = [p.removesuffix(".ipynb") for p in args.pages] if args.pages else toc_pages()
     missing = [p for p in pages if not (ROOT / f"{p}.ipynb").is_file()]
@@ -214,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{page} FAILED: {failed[page]}", flush=True)
             return None
 
+    if args.keep_html and not args.build:
+        parser.error("--keep-html keeps the whole build's HTML: give --build too")
     if args.from_build and not args.build:
         parser.error("--from-build reads the pages' seconds from the build: give --build too")
     with Load(args.load), ThreadPoolExecutor(args.jobs) as pool:
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cold:
             os.environ["MAPPING_CACHE"] = os.path.join(scratch, "build")
         with Load(args.load):
-            built = build_book(args.mode)
+            built = build_book(args.mode, keep_html=args.keep_html)
         print(f"jupyter-book build: {built['wall_seconds']:.0f} s, peak {built['peak_mib']:.0f} MiB, "
               f"HTML {built['html_mib']:.0f} MiB")
         in_build = built.pop("pages")

@@ -59,3 +59,9 @@ def test_executed_seconds_read_from_the_build_log(tmp_path):
 def test_from_build_needs_build():
     with pytest.raises(SystemExit):
         book_build.main(["--from-build"])
+
+
+def test_keep_html_needs_build(capsys):
+    with pytest.raises(SystemExit):
+        book_build.main(["--keep-html", "somewhere"])
+    assert "--keep-html" in capsys.readouterr().err

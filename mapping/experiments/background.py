@@ -79,7 +79,7 @@ class BackgroundConfig:
                                      seeds=(0,)),
                            # quick: the backbone of 2.2 and 2.4 (TransferConfig), pre-trained once per build
                            quick=cls(per_class=(1, 5, 20, 60), steps=500, alphabets=3, hidden=32,
-                                     pretrain_epochs=1, pretrain_drawers=15, seeds=(0,)),
+                                     pretrain_epochs=1, pretrain_drawers=15, transfer_steps=100, seeds=(0,)),
                            full=cls(), mode_=mode)
 
 

@@ -32,7 +32,7 @@ LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile", "m
 SHORT = {"maml": "MAML", "fomaml": "FOMAML", "reptile": "Reptile", "metasgd": "Meta-SGD", "anil": "ANIL",
          "pretrained": "pretrained"}
 REPORT_STEPS = (0, 1, 5, 10)
-QUICK_ITERATIONS = 4000  # the book's live runs: 3.1 and 3.2 within their time budgets (see SinusoidConfig.for_mode)
+QUICK_ITERATIONS = 2500  # the book's live runs: 3.1 and 3.2 within their time budgets (see SinusoidConfig.for_mode)
 
 
 @dataclass

@@ -81,8 +81,8 @@ class TransferConfig:
                                      alphabets=3, kmeans_n_init=1, seeds=(0, 1)),
                            # quick: the pre-training is page 2.4's inductive start (CombineConfig), done once
                            quick=cls(hidden=32, pretrain_epochs=1, pretrain_drawers=15, shots=(1, 5, 15),
-                                     characters_per_alphabet=5, transfer_images=2000, rotation_drawers=3,
-                                     alphabets=6, seeds=(0, 1)),
+                                     characters_per_alphabet=5, transfer_images=1000, rotation_drawers=2,
+                                     alphabets=4, seeds=(0, 1)),
                            full=cls(), mode_=mode)
 
     def lr(self, method: str) -> float:
