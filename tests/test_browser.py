@@ -145,3 +145,48 @@ def test_page_reads_as_it_should(site, browser, built_book, page):
     if errors:
         problems["javascript_errors"] = errors
     assert not problems, f"{page}: {problems}"
+
+
+# One synthetic page per class of defect the probe must catch, and a clean page it must pass: a check that stops
+# firing (a selector renamed by a theme update, say) fails here rather than letting the book's pages pass blind.
+PNG_800 = ("iVBORw0KGgoAAAANSUhEUgAAAyAAAAABCAAAAAADA5W6AAAAEElEQVR4nGNoGAWjYBTgBADvwJAQO9LiUwAAAABJRU5ErkJggg=="
+           )  # an 800x1 grey PNG
+DEFECTS = {
+    "clean": ("<div class='cell_output'><pre>loss 0.31</pre></div><table><tr><td>a</td></tr></table>", None),
+    "wide_equations": ("<mjx-container display='true' style='display:block;overflow-x:auto;width:300px'>"
+                       "<mjx-math style='display:inline-block;width:900px'>E[g] = x</mjx-math></mjx-container>",
+                       "wide_equations"),
+    "wide_outputs": ("<div class='cell_output'><pre style='overflow-x:auto'>" + "lambda = 0.5 " * 40 + "</pre></div>",
+                     "wide_outputs"),
+    "wide_tables": ("<div style='overflow-x:auto'><table><tr>" + "<td>first used</td>" * 60 + "</tr></table></div>",
+                    "wide_tables"),
+    "scrolling_code": ("<div class='cell_input'><pre style='overflow-x:auto'>" + "x = 1; " * 40 + "</pre></div>",
+                       "scrolling_code"),
+    "shrunk_images": (f"<img style='width:200px' src='data:image/png;base64,{PNG_800}'>", "shrunk_images"),
+    "progress_leftovers": ("<div class='cell_output'><pre>training:  45%|####      | 45/100</pre></div>",
+                           "progress_leftovers"),
+    "machine_paths": ("<div class='cell_output'><pre>wrote /tmp/book-ch5/run.json</pre></div>", "machine_paths"),
+    "tracebacks": ("<div class='cell_output'><pre>Traceback (most recent call last):\n  x</pre></div>", "tracebacks"),
+}
+
+
+@pytest.fixture(scope="module")
+def defect_site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("defects")
+    for name, (body, _) in DEFECTS.items():
+        (root / f"{name}.html").write_text(f"<html><body><article class='bd-article' style='width:600px'>{body}"
+                                           "</article></body></html>", encoding="utf-8")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("name", list(DEFECTS))
+def test_probe_flags_each_class_of_defect(defect_site, browser, name):
+    browser.get(f"{defect_site}/{name}.html")
+    found = browser.execute_async_script(PROBLEMS)
+    flagged = {k for k, v in found.items() if k != "mathjax" and v}
+    expected = DEFECTS[name][1]
+    assert flagged == ({expected} if expected else set()), (name, found)
