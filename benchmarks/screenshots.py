@@ -11,6 +11,7 @@ The spec file holds one shot a line, ``name | page | place`` (``#`` starts a com
 found is reported and the command exits 1, so a spec that no longer matches its page is noticed.
 """
 import argparse
+import contextlib
 import functools
 import http.server
 import os
@@ -35,6 +36,23 @@ if (kind === 'output') return [...article.querySelectorAll('.cell')].find(
 const hits = [...article.querySelectorAll(blocks)].filter(el => el.textContent.includes(what));
 return hits.find(el => !hits.some(other => other !== el && el.contains(other))) || null;
 """
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no line per request
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory):
+    """A loopback HTTP server over ``directory`` for the length of the ``with``: yields its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def read_spec(path):
@@ -70,35 +88,36 @@ def main(argv=None):
     if not (html / "index.html").is_file():
         parser.error(f"--html: no built book at {html} (run jupyter-book build . first)")
     out.mkdir(parents=True, exist_ok=True)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     driver, missing = browser(), []
-    try:
-        for name, page, kind, what in read_spec(args.spec):
-            driver.get(f"http://127.0.0.1:{server.server_address[1]}/{page}.html")
-            driver.execute_async_script(
-                "const done = arguments[0]; (window.MathJax && MathJax.startup ? MathJax.startup.promise"
-                " : Promise.resolve()).then(() => setTimeout(done, 300));")
-            element = driver.execute_script(FIND, kind, what)
-            target = out / f"{name}.png"
-            if element is None:
-                missing.append(f"{name}: {kind}:{what} not found on {page}")
-                continue
-            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-            if kind == "top":
-                driver.execute_script("window.scrollTo(0, 0);")
-                driver.save_screenshot(str(target))
-            else:
-                element.screenshot(str(target))
-            print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: {page}, {kind}:{what}")
-    finally:
-        driver.quit()
-        server.shutdown()
+    with serve(html) as site:
+        try:
+            shoot(driver, site, read_spec(args.spec), out, missing)
+        finally:
+            driver.quit()
     for line in missing:
         print("not found:", line, file=sys.stderr)
     return 1 if missing else 0
+
+
+def shoot(driver, site, shots, out, missing):
+    """Each of ``shots`` saved as ``out/<name>.png``; a place not found is added to ``missing``."""
+    for name, page, kind, what in shots:
+        driver.get(f"{site}/{page}.html")
+        driver.execute_async_script(
+            "const done = arguments[0]; (window.MathJax && MathJax.startup ? MathJax.startup.promise"
+            " : Promise.resolve()).then(() => setTimeout(done, 300));")
+        element = driver.execute_script(FIND, kind, what)
+        target = out / f"{name}.png"
+        if element is None:
+            missing.append(f"{name}: {kind}:{what} not found on {page}")
+            continue
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        if kind == "top":
+            driver.execute_script("window.scrollTo(0, 0);")
+            driver.save_screenshot(str(target))
+        else:
+            element.screenshot(str(target))
+        print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}: {page}, {kind}:{what}")
 
 
 if __name__ == "__main__":

@@ -12,17 +12,17 @@ when
 
 Screenshots land in ``_build/screenshots/``. ``MAPPING_BOOK_HTML=_build/html`` checks an existing build.
 """
-import functools
-import http.server
 import os
 import shutil
-import threading
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from screenshots import serve  # noqa: E402  (a loopback server over a folder)
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 
@@ -37,11 +37,8 @@ def pages():
 
 @pytest.fixture(scope="module")
 def site(built_book):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_book))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve(built_book) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +173,8 @@ def defect_site(tmp_path_factory):
     for name, (body, _) in DEFECTS.items():
         (root / f"{name}.html").write_text(f"<html><body><article class='bd-article' style='width:600px'>{body}"
                                            "</article></body></html>", encoding="utf-8")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve(root) as url:
+        yield url
 
 
 @pytest.mark.parametrize("name", list(DEFECTS))
