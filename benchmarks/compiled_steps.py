@@ -70,11 +70,11 @@ def make_step(learner, batch, loss_fn):
     def step():
         learner.zero_grad(set_to_none=True)
         if isinstance(learner, Reptile):
-            learner.meta_grad(batch, loss_fn)
+            learner.meta_loss(batch, loss_fn).backward()
         elif loss_fn is None:  # a metric learner
-            learner.loss(batch)[0].backward()
+            learner.meta_loss(batch).backward()
         else:
-            learner.meta_loss(batch, loss_fn)[0].backward()
+            learner.meta_loss(batch, loss_fn).backward()
     return step
 
 

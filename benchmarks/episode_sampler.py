@@ -52,7 +52,7 @@ def main(argv=None) -> None:
         batch = sampler.sample(tasks, generator).to(device)
 
         def step():
-            loss, _ = model.loss(batch)
+            loss = model.meta_loss(batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -107,7 +107,7 @@ def run_model(name: str, sizes: tuple, args) -> dict[str, dict]:
 
         def step(maml=maml, batch=batches[tasks]):
             maml.zero_grad(set_to_none=True)
-            maml.meta_loss(batch, loss_fn)[0].backward()
+            maml.meta_loss(batch, loss_fn).backward()
         k = key(name, steps, tasks, label)
         fns[k] = step
         step()  # warm-up; its meta-gradient is compared with vmap's

@@ -63,7 +63,7 @@ def sweep_one(out, name, method, split, way, shot, query, episodes, halve, extra
     for ep in range(1, episodes + 1):
         t0 = time.perf_counter()
         model.train()
-        loss, _ = model.loss(sampler.sample(1, g).to(dev))
+        loss = model.meta_loss(sampler.sample(1, g).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -52,7 +52,7 @@ else:
     opt = torch.optim.Adam(maml.parameters())
     batch = Sinusoid().sample(25, k_shot=10, q_query=10)
     def step():
-        opt.zero_grad(); maml.meta_loss(batch, F.mse_loss)[0].backward(); opt.step()
+        opt.zero_grad(); maml.meta_loss(batch, F.mse_loss).backward(); opt.step()
 for _ in range(3):
     step()
 start, n = time.perf_counter(), 0

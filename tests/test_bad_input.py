@@ -70,7 +70,7 @@ def test_non_finite_inner_loss_names_step_and_task():
     with pytest.raises(FloatingPointError, match="support_y holds a non-finite value .* in task 2"):
         MAML(sinusoid_mlp(), steps=2).meta_loss(bad, F.mse_loss)
     with pytest.raises(FloatingPointError, match="support_y holds a non-finite value .* in task 2"):
-        Reptile(sinusoid_mlp(), steps=2).meta_grad(bad, F.mse_loss)
+        Reptile(sinusoid_mlp(), steps=2).meta_loss(bad, F.mse_loss)
 
 
 def test_diverging_inner_loop_names_the_first_bad_step():
@@ -151,7 +151,7 @@ def test_integer_inputs_to_a_float_model_are_refused_but_token_ids_for_an_embedd
         MAML(classifier()).meta_loss(images, F.cross_entropy)
     tokens = TaskBatch(images.support_x.abs() % 10, b.support_y, images.query_x.abs() % 10, b.query_y)
     model = torch.nn.Sequential(torch.nn.Embedding(10, 3), torch.nn.Flatten(-2), torch.nn.Linear(12, 3))
-    loss, _ = MAML(model).meta_loss(tokens, F.cross_entropy)
+    loss = MAML(model).meta_loss(tokens, F.cross_entropy)
     assert torch.isfinite(loss)
 
 
@@ -162,7 +162,7 @@ def test_float_labels_for_a_classification_loss_are_refused():
                                          r"scores of shape \(3, 3\): class labels must be int64 class indices"):
         MAML(classifier()).meta_loss(floats, F.cross_entropy)
     soft = TaskBatch(b.support_x, F.one_hot(b.support_y, 3).float(), b.query_x, F.one_hot(b.query_y, 3).float())
-    assert torch.isfinite(MAML(classifier()).meta_loss(soft, F.cross_entropy)[0])  # probabilities: same shape
+    assert torch.isfinite(MAML(classifier()).meta_loss(soft, F.cross_entropy))  # probabilities: same shape
 
 
 def test_targets_without_the_trailing_dimension_do_not_broadcast_into_a_wrong_loss():
@@ -174,7 +174,7 @@ def test_targets_without_the_trailing_dimension_do_not_broadcast_into_a_wrong_lo
     with pytest.raises(ValueError, match=r"query_y has per-task shape \(5,\)"):
         MAML(sinusoid_mlp(), steps=0).meta_loss(flat, F.mse_loss)
     with pytest.raises(ValueError, match="support_y has per-task shape"):
-        Reptile(sinusoid_mlp()).meta_grad(flat, F.mse_loss)
+        Reptile(sinusoid_mlp()).meta_loss(flat, F.mse_loss)
 
 
 @pytest.mark.parametrize("field", ["query_x", "query_y"])

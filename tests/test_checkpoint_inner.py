@@ -39,7 +39,7 @@ def small_conv4(ways=3, size=12, hidden=4, seed=0):
 
 def meta_gradient(method, batch, loss_fn):
     method.zero_grad(set_to_none=True)
-    method.meta_loss(batch, loss_fn)[0].backward()
+    method.meta_loss(batch, loss_fn).backward()
     return [p.grad.clone() for p in method.parameters()]
 
 
@@ -109,7 +109,7 @@ def test_checkpointing_lowers_the_peak_memory_of_a_many_step_conv4_meta_iteratio
 
     def iteration(checkpoint):
         maml = MAML(model, alpha=0.4, steps=5, execution="vmap", checkpoint=checkpoint)
-        return lambda: maml.meta_loss(batch, F.cross_entropy)[0].backward()
+        return lambda: maml.meta_loss(batch, F.cross_entropy).backward()
     plain, checkpointed = (iteration(ck) for ck in (False, True))
     plain(), checkpointed()  # warm-up
     model.zero_grad(set_to_none=True)
@@ -127,7 +127,7 @@ def test_first_order_peak_memory_does_not_grow_with_the_inner_steps():
     peaks = []
     for steps in (1, 5):
         fomaml = FOMAML(model, alpha=0.4, steps=steps, execution="vmap")
-        iteration = lambda: fomaml.meta_loss(batch, F.cross_entropy)[0].backward()  # noqa: E731
+        iteration = lambda: fomaml.meta_loss(batch, F.cross_entropy).backward()  # noqa: E731
         iteration()
         model.zero_grad(set_to_none=True)
         peaks.append(bench.peak_mib(iteration))

@@ -31,7 +31,8 @@ def grads_of(module):
 
 def meta_grads(learner, batch, loss_fn=F.mse_loss):
     learner.zero_grad()
-    loss, inner = learner.meta_loss(batch, loss_fn)
+    loss = learner.meta_loss(batch, loss_fn)
+    inner = learner.diagnostics["inner_losses"]
     loss.backward()
     return loss.detach(), inner.detach(), grads_of(learner)
 
@@ -141,7 +142,7 @@ def test_compiled_reptile_adapts_like_eager(float64):
     compiled = Reptile(net, alpha=0.02, steps=3, execution="chunk", chunk_size=4, compile=FAST)
     for learner in (eager, compiled):
         learner.zero_grad()
-        learner.meta_grad(batch, F.mse_loss)
+        learner.meta_loss(batch, F.mse_loss).backward()
     torch.testing.assert_close(grads_of(compiled), grads_of(eager), rtol=1e-12, atol=1e-12)
     assert compile_seconds(compiled) > 0
 
@@ -217,7 +218,7 @@ def test_compiled_path_rechecks_the_module_mode_on_every_call():
 
 def test_compiled_loss_cannot_be_differentiated_twice():
     maml = MAML(sinusoid_mlp(hidden=8), alpha=0.01, steps=1, execution="vmap", compile=FAST)
-    loss, _ = maml.meta_loss(Sinusoid.maml().sample(3, 4, 4, torch.Generator().manual_seed(0)), F.mse_loss)
+    loss = maml.meta_loss(Sinusoid.maml().sample(3, 4, 4, torch.Generator().manual_seed(0)), F.mse_loss)
     with pytest.raises(RuntimeError, match="cannot be differentiated twice"):
         torch.autograd.grad(loss, list(maml.parameters()), create_graph=True)
 
@@ -246,7 +247,8 @@ def test_compiled_metric_loss_equals_eager(float64, cls):
     results = []
     for learner in (eager, compiled):
         learner.zero_grad()
-        loss, accuracy = learner.loss(batch)
+        loss = learner.meta_loss(batch)
+        accuracy = learner.diagnostics["accuracy"]
         loss.backward()
         results.append((loss.detach(), accuracy, grads_of(backbone)))
     (loss, accuracy, grads), (c_loss, c_accuracy, c_grads) = results
@@ -257,7 +259,7 @@ def test_compiled_metric_loss_equals_eager(float64, cls):
     bad = TaskBatch(batch.support_x, batch.support_y.clone(), batch.query_x, batch.query_y)
     bad.support_y[1] = 0  # task 1 has no example of classes 1 and 2: checked eagerly, before compiling
     with pytest.raises(ValueError, match="no example of class 1 in task 1"):
-        compiled.loss(bad)
+        compiled.meta_loss(bad)
 
 
 @pytest.mark.slow
@@ -269,6 +271,6 @@ def test_inductor_compiled_protonet_equals_eager_in_float64(float64):
     for compile in (False, True):
         learner = PrototypicalNetwork(backbone, compile=compile)
         backbone.zero_grad()
-        learner.loss(batch)[0].backward()
+        learner.meta_loss(batch).backward()
         grads.append([p.grad.clone() for p in backbone.parameters()])
     assert relative_error(grads[1], grads[0]) < 1e-10

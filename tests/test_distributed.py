@@ -54,9 +54,9 @@ def tasks(case: str) -> TaskBatch:
 def meta_grads(case: str, batch: TaskBatch, model: nn.Module) -> list[torch.Tensor]:
     """The case's meta-gradient of ``batch`` into ``model``'s ``.grad``; returns them (rates included)."""
     if case == "reptile":
-        model.meta_grad(batch, F.mse_loss)
+        model.meta_loss(batch, F.mse_loss).backward()
     else:
-        model.meta_loss(batch, F.mse_loss)[0].backward()
+        model.meta_loss(batch, F.mse_loss).backward()
     return [p.grad.clone() for p in model.parameters()]
 
 
@@ -71,7 +71,7 @@ def reference_training(config: SinusoidConfig) -> tuple[list[torch.Tensor], list
         batch = Sinusoid.maml().sample(config.meta_batch, config.k_shot, config.q_query, generator).to("cpu",
                                                                                                     torch.float64)
         optimizer.zero_grad()
-        loss, _ = model.meta_loss(batch, F.mse_loss)
+        loss = model.meta_loss(batch, F.mse_loss)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())

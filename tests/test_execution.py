@@ -33,7 +33,8 @@ def test_every_execution_gives_the_same_loss_and_meta_gradient(cls):
     for execution, chunk in EXECUTIONS:
         model = tanh_mlp()
         wrapper = cls(model, alpha=0.05, steps=2, execution=execution, chunk_size=chunk)
-        loss, inner = wrapper.meta_loss(batch, F.mse_loss)
+        loss = wrapper.meta_loss(batch, F.mse_loss)
+        inner = wrapper.diagnostics["inner_losses"]
         loss.backward()
         results.append((loss.detach(), inner.detach(), [p.grad for p in wrapper.parameters()]))
     ref_model = tanh_mlp()
@@ -56,7 +57,7 @@ def test_executions_agree_on_a_conv_net_with_batch_statistics():
     for execution, chunk in EXECUTIONS:
         torch.manual_seed(0)
         model = Conv4(3, hidden=4, image_size=12, blocks=2).double()
-        loss, _ = MAML(model, alpha=0.4, steps=2, execution=execution, chunk_size=chunk).meta_loss(batch,
+        loss = MAML(model, alpha=0.4, steps=2, execution=execution, chunk_size=chunk).meta_loss(batch,
                                                                                                F.cross_entropy)
         grads.append(torch.autograd.grad(loss, list(model.parameters())))
     for other in grads[1:]:
@@ -66,15 +67,15 @@ def test_executions_agree_on_a_conv_net_with_batch_statistics():
 def test_chunked_loss_scales_inside_a_larger_expression_and_skips_gradients_under_no_grad():
     batch = sinusoid()
     model = tanh_mlp()
-    loss, _ = MAML(model, alpha=0.05, execution="chunk", chunk_size=2).meta_loss(batch, F.mse_loss)
+    loss = MAML(model, alpha=0.05, execution="chunk", chunk_size=2).meta_loss(batch, F.mse_loss)
     (3 * loss + 1).backward()
     chunked = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    loss, _ = MAML(model, alpha=0.05).meta_loss(batch, F.mse_loss)
+    loss = MAML(model, alpha=0.05).meta_loss(batch, F.mse_loss)
     (3 * loss).backward()
     assert relative_error(chunked, [p.grad for p in model.parameters()]) <= 1e-12
     with torch.no_grad():
-        value, _ = MAML(model, alpha=0.05, execution="chunk").meta_loss(batch, F.mse_loss)
+        value = MAML(model, alpha=0.05, execution="chunk").meta_loss(batch, F.mse_loss)
     assert not value.requires_grad
 
 
@@ -82,9 +83,9 @@ def test_chunked_loss_scales_inside_a_larger_expression_and_skips_gradients_unde
 def test_reptile_and_adaptation_curves_agree_across_executions(execution, chunk):
     batch = sinusoid()
     base = Reptile(tanh_mlp(), alpha=0.05, steps=3)
-    base.meta_grad(batch, F.mse_loss)
+    base.meta_loss(batch, F.mse_loss).backward()
     other = Reptile(tanh_mlp(), alpha=0.05, steps=3, execution=execution, chunk_size=chunk)
-    other.meta_grad(batch, F.mse_loss)
+    other.meta_loss(batch, F.mse_loss).backward()
     for p, q in zip(base.parameters(), other.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-12, atol=1e-14)
     for method in (base, MAML(tanh_mlp(), alpha=0.05)):
@@ -172,7 +173,7 @@ def test_metasgd_any_names_and_every_granularity(granularity, shapes):
         assert meta.alpha[k].shape == (p.shape if shapes is None else shapes)
     assert len(meta.rates) == (1 if granularity == "scalar" else len(names))
     batch = sinusoid()
-    loss, _ = meta.meta_loss(batch, F.mse_loss)
+    loss = meta.meta_loss(batch, F.mse_loss)
     got = torch.autograd.grad(loss, list(meta.parameters()))
     ref = reference_meta_loss(model, batch, F.mse_loss, steps=2, alpha=meta.alpha)
     assert relative_error(got, torch.autograd.grad(ref, list(meta.parameters()))) <= 1e-10
@@ -212,10 +213,10 @@ def test_functional_core_accepts_the_same_execution_options():
 @pytest.mark.parametrize("execution", ["chunk", "loop"])
 def test_differentiating_a_chunked_meta_loss_twice_is_refused_not_silently_wrong(execution):
     model = tanh_mlp()
-    loss, _ = MAML(model, alpha=0.05, execution=execution).meta_loss(sinusoid(), F.mse_loss)
+    loss = MAML(model, alpha=0.05, execution=execution).meta_loss(sinusoid(), F.mse_loss)
     with pytest.raises(RuntimeError, match="cannot be differentiated twice.*execution='vmap'"):
         torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
-    loss, _ = MAML(model, alpha=0.05, execution="vmap").meta_loss(sinusoid(), F.mse_loss)
+    loss = MAML(model, alpha=0.05, execution="vmap").meta_loss(sinusoid(), F.mse_loss)
     grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
     assert grads[0].requires_grad  # vmap keeps the whole graph: a hypergradient is possible
 
@@ -246,9 +247,9 @@ def test_each_execution_runs_as_it_says(monkeypatch, execution, chunk, calls):
         seen.clear()
         model = cls(tanh_mlp(), alpha=0.05, execution=execution, chunk_size=chunk)
         if cls is Reptile:
-            model.meta_grad(batch, F.mse_loss)
+            model.meta_loss(batch, F.mse_loss).backward()
         else:
-            model.meta_loss(batch, F.mse_loss)[0].backward()
+            model.meta_loss(batch, F.mse_loss).backward()
         assert len(seen) == calls and sum(seen) == (25 if calls else 0), (cls.__name__, seen)
         seen.clear()
         model.adaptation_curve(batch, F.mse_loss, steps=2)

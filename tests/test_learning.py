@@ -69,10 +69,10 @@ def test_evaluate_picks_shots_and_leaves_out_tuning(trained):
 
 def test_pretrained_curve_is_the_functional_loops_in_one_vmap(trained):
     import torch.nn.functional as F
-    from mapping.meta import adaptation_curve
+    from mapping.meta import adaptation_curve, functional, params_of
     config, _, pretrained, _ = trained
     batch = eval_tasks(config, 5)
-    forward, params, _, _ = sinusoid._inner_parts(pretrained, 0.01)
+    forward, params = functional(pretrained.module), params_of(pretrained.module)
     chunked = adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=3, alpha=0.01, check=False,
                                execution="chunk")
     assert torch.equal(curve("pretrained", pretrained, batch, 3, 0.01, check=False), chunked)

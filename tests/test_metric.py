@@ -115,7 +115,8 @@ def test_modules_embed_all_tasks_in_one_backbone_call(cls):
         w, b = net.distance.weight[0], net.distance.bias[0]
         expected = class_scores(pairwise_siamese_logits(z_q, z_s, w, b), batch.support_y, 3)
     torch.testing.assert_close(out, expected)
-    loss, accuracy = net.loss(batch)
+    loss = net.meta_loss(batch)
+    accuracy = net.diagnostics["accuracy"]
     assert loss.dim() == 0 and torch.isfinite(loss) and 0 <= accuracy <= 1
     loss.backward()
 
@@ -194,7 +195,7 @@ def test_matching_network_with_fce_forward_backward():
     net, batch = MatchingNetwork(Conv4(hidden=8), fce=True, steps=2), images_batch()
     log_p = net(batch.support_x, batch.support_y, batch.query_x, 3)
     torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(2, 4))
-    loss, _ = net.loss(batch)
+    loss = net.meta_loss(batch)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     assert net.fce.gates.weight.grad.abs().sum() > 0 and net.fce.support_lstm.weight_ih_l0.grad.abs().sum() > 0
@@ -257,13 +258,14 @@ def test_training_beats_chance_on_held_out_classes(synthetic, make):
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     g = torch.Generator().manual_seed(1)
     for _ in range(300):  # 5-way 1-shot episodes, one task each
-        loss, _ = net.loss(train.sample(1, g))
+        loss = net.meta_loss(train.sample(1, g))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     held_out = test.sample(100, torch.Generator().manual_seed(2))
     with torch.no_grad():  # one task per call, as in training: bn="batch" statistics of one episode
-        accuracy = sum(float(net.loss(held_out.task(t))[1]) for t in range(100)) / 100
+        accuracy = sum(float((net.predict(*held_out.task(t).tensors()[:3]).argmax(-1) == held_out.task(t).query_y)
+                             .float().mean()) for t in range(100)) / 100
     assert accuracy >= 0.6, f"held-out 5-way 1-shot accuracy {accuracy:.3f} (chance 0.2)"
 
 
@@ -318,10 +320,10 @@ def test_bad_loss_and_pair_input():
     batch = images_batch()
     net = PrototypicalNetwork(Conv4(hidden=4))
     with pytest.raises(ValueError, match="batch must be a mapping.data.TaskBatch"):
-        net.loss(batch.tensors())
+        net.meta_loss(batch.tensors())
     wrong_query = TaskBatch(batch.support_x, batch.support_y, batch.query_x, batch.query_y + 5)
     with pytest.raises(ValueError, match=r"query_y must hold labels in 0\.\.2"):
-        net.loss(wrong_query)
+        net.meta_loss(wrong_query)
     for pairs in (1, 2.5, True):
         with pytest.raises(ValueError, match="pairs must be an int >= 2"):
             sample_pairs(id_images(), pairs)
@@ -367,7 +369,7 @@ def test_accuracy_from_precomputed_embeddings_equals_per_episode(method):
     sampler = EpisodeSampler(images, 5, 2, 3)
     optimizer = torch.optim.Adam(model.parameters(), 1e-2)
     for _ in range(3):  # move the weights and the running statistics away from their initial values
-        loss, _ = model.loss(sampler.sample(1, torch.Generator().manual_seed(_)))
+        loss = model.meta_loss(sampler.sample(1, torch.Generator().manual_seed(_)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -279,7 +279,7 @@ def meta_train(state: dict[str, Tensor] | None, config: CombineConfig, backgroun
         if episode == config.episodes:
             break
         model.train()
-        loss, _ = model.loss(sampler.sample(1, g))
+        loss = model.meta_loss(sampler.sample(1, g))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

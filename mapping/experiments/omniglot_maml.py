@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +38,6 @@ from ..data import vinyals_split
 from ..data.tasks import TaskBatch
 from ..device import autocast
 from ..meta import ANIL, FOMAML, MAML, MetaSGD, Reptile
-from ..meta.functional import batched_inner_loop
 from ..nn import Conv4
 from ..nn.norms import primitive_norms
 from ..stats import mean_ci95
@@ -148,10 +147,11 @@ def fit(config: MamlConfig, train_split, device: torch.device | str = "cpu", che
         optimizer.zero_grad(set_to_none=True)
         if reptile:
             with autocast(device, config.amp):
-                loss = learner.meta_grad(batch, F.cross_entropy)
+                loss = learner.meta_loss(batch, F.cross_entropy)
+                loss.backward()
         else:
             with autocast(device, config.amp):
-                loss, _ = learner.meta_loss(batch, F.cross_entropy)
+                loss = learner.meta_loss(batch, F.cross_entropy)
             loss.backward()  # the chunked execution hands over gradients it computed chunk by chunk
         optimizer.step()
         anneal.step()
@@ -187,20 +187,12 @@ def classify_batch(learner: nn.Module, batch: TaskBatch, steps: int, evaluations
     unknown = [e for e in evaluations if e not in EVALUATIONS]
     if unknown:
         raise ValueError(f"evaluations must come from {EVALUATIONS}, got {unknown}")
-    forward, params = learner._forward, {k: v.detach() for k, v in learner.params().items()}
-    alpha = learner.alpha if isinstance(learner.alpha, float) else {k: v.detach() for k, v in learner.alpha.items()}
     with torch.enable_grad():  # the inner gradients; nothing is kept
-        if isinstance(learner, Reptile):  # its own inner optimizer
-            fast, _ = learner.adapted(batch.support_x, batch.support_y, F.cross_entropy, steps)
-        else:
-            fast, _, _ = batched_inner_loop(forward, F.cross_entropy, params, batch.support_x, batch.support_y,
-                                            steps=steps, alpha=alpha, first_order=True, adapt=learner.adapt_names,
-                                            execution="chunk", chunk_size=learner.chunk_size)
-    fast = {k: v.detach() for k, v in fast.items()}
+        fast, _ = learner.adapted(batch.support_x, batch.support_y, F.cross_entropy, steps)  # {name: (tasks, ...)}
     out = {}
     with primitive_norms():
         for evaluation in evaluations:
-            logits = vmap(lambda f, sx, qx: predict(forward, f, sx, qx, evaluation))(
+            logits = vmap(lambda f, sx, qx: predict(learner.functional_call, f, sx, qx, evaluation))(
                 fast, batch.support_x, batch.query_x)  # (tasks, q, n_way)
             out[evaluation] = logits.argmax(-1)  # (tasks, q)
     return out[evaluations[0]] if single else out
@@ -245,17 +237,12 @@ def widen_head(learner: nn.Module, n_way: int) -> nn.Module:
     state["head.weight"] = old.head.weight.detach().mean(0, keepdim=True).expand(n_way, -1).clone()
     state["head.bias"] = old.head.bias.detach().mean().expand(n_way).clone()
     model.load_state_dict(state)
-    kw = dict(alpha=learner.inner_alpha, steps=learner.steps, execution="chunk", chunk_size=learner.chunk_size)
-    if isinstance(learner, MetaSGD):  # the learned rates of the body; the head's rows share their mean
-        wide = MetaSGD(model, **kw)
-        rates = dict(zip(learner.rate_names, learner.rates))
-        with torch.no_grad():
-            for k, r in zip(wide.rate_names, wide.rates):
-                r.copy_(rates[k] if rates[k].shape == r.shape else rates[k].mean(0, keepdim=True).expand_as(r))
-        return wide
-    if isinstance(learner, Reptile):
-        return Reptile(model, use_query=learner.use_query, inner=learner.inner, betas=learner.betas, **kw)
-    return type(learner)(model, **kw)
+    wide = learner.with_module(model)
+    # the learner's own tensors too (Meta-SGD's learned rates): the body's as learned, the head's rows their mean
+    target = wide.state_dict()
+    wide.load_state_dict({k: v if v.shape == target[k].shape else v.mean(0, keepdim=True).expand_as(target[k])
+                          for k, v in learner.state_dict().items() if not k.startswith("module.")}, strict=False)
+    return wide
 
 
 def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", root=None,

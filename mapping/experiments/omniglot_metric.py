@@ -20,7 +20,7 @@ from torch import nn
 from .. import budget, memo
 from ..data import EpisodeSampler, evaluate_lake, lake_split, small_split, vinyals_split
 from ..device import autocast
-from ..meta import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
+from ..meta import REDUCTIONS, MatchingNetwork, PrototypicalNetwork, SiameseNetwork
 from ..nn import Conv4
 from ..nn.conv4 import BatchStatNorm2d
 from ..stats import mean_ci95
@@ -104,7 +104,8 @@ def fit(config: MetricConfig, data: dict, device: torch.device | str = "cpu", ch
         model.train()
         batch = sampler.sample(1, generator).to(device)
         with autocast(device, config.amp):
-            loss, accuracy = model.loss(batch)
+            loss = model.meta_loss(batch)
+            accuracy = model.diagnostics["accuracy"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -215,7 +216,7 @@ def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.d
     metrics = {}
     z = test_embeddings(model, data["test"].images, device)
     rules = [None]  # None: the model's own scoring; Siamese networks also report their other k-shot rule
-    if isinstance(model, SiameseNetwork):
+    if getattr(model, "reduce", None) in REDUCTIONS:  # a Siamese network's k-shot rule (its public setting)
         rules.append("mean" if model.reduce == "max" else "max")
     for n, k in SETTINGS:
         for rule in rules if k > 1 else rules[:1]:

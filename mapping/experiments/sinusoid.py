@@ -18,8 +18,7 @@ from torch import nn
 
 from .. import budget, memo
 from ..data import Sinusoid, TaskBatch
-from ..meta import (ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, adaptation_curve, batched_inner_loop,
-                    compile_seconds, functional, params_of)
+from ..meta import ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Reptile, compile_seconds
 from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
@@ -81,7 +80,8 @@ def build(method: str, config: SinusoidConfig) -> nn.Module:
             "metasgd": lambda: MetaSGD(net, **kw), "anil": lambda: ANIL(net, **kw),
             "reptile": lambda: Reptile(net, alpha=config.alpha, steps=config.reptile_steps, execution="vmap",
                                        compile=config.compile),
-            "pretrained": lambda: net}[method]()
+            # the baseline trains the network by regression; the wrapper fine-tunes it as MAML's inner loop does
+            "pretrained": lambda: MAML(net, alpha=config.alpha, steps=config.inner_steps, execution="vmap")}[method]()
 
 
 def meta_train(method: str, config: SinusoidConfig, device: torch.device | str = "cpu",
@@ -96,24 +96,20 @@ def meta_train(method: str, config: SinusoidConfig, device: torch.device | str =
     def step(_: int) -> dict[str, float]:
         batch = tasks.sample(config.meta_batch, config.k_shot, config.q_query, generator).to(device)
         optimizer.zero_grad(set_to_none=True)
-        if method == "reptile":
-            loss = model.meta_grad(batch, F.mse_loss)
-        elif method == "pretrained":  # ordinary regression on every point of every task
+        if method == "pretrained":  # ordinary regression on every point of every task
             x = torch.cat([batch.support_x, batch.query_x], 1)  # (tasks, shots, 1)
             y = torch.cat([batch.support_y, batch.query_y], 1)  # (tasks, shots, 1)
             loss = F.mse_loss(model(x), y)
-            loss.backward()
-        else:
-            loss, _ = model.meta_loss(batch, F.mse_loss)
-            loss.backward()
+        else:  # every meta-learner, Reptile included (mapping.meta.protocol)
+            loss = model.meta_loss(batch, F.mse_loss)
+        loss.backward()
         optimizer.step()
         return {"loss": loss.item()}
 
     validation = eval_tasks(SinusoidConfig(eval_tasks=100, seed=config.seed), config.k_shot, device, offset=30_000)
 
     def evaluate() -> dict[str, float]:  # query MSE after one step on 100 validation tasks
-        alpha = None if isinstance(model, MetaLearner) else config.alpha  # the pretrained model: untuned
-        return {"val_mse_step1": curve(method, model, validation, 1, alpha, check=False)[:, 1].mean().item()}
+        return {"val_mse_step1": curve(method, model, validation, 1, check=False)[:, 1].mean().item()}
 
     history = train(step, config.iterations, state={"model": model, "optimizer": optimizer, "tasks": generator},
                     evaluate=evaluate, eval_every=max(1, config.iterations // 20), checkpoint=checkpoint,
@@ -132,7 +128,8 @@ def trained(method: str, config: SinusoidConfig, device: torch.device | str = "c
     under the method, the training fields of ``config`` and the device, so that a second page asking for the same
     training (3.1 and 3.2 both train MAML and the pretrained baseline) reads it back. Returns the model, its
     history and whether it was read back (True) or trained here (False)."""
-    key = {**{f: getattr(config, f) for f in TRAINING_FIELDS}, "device": str(torch.device(device))}
+    key = {**{f: getattr(config, f) for f in TRAINING_FIELDS}, "device": str(torch.device(device)),
+           "state": "learner"}  # every method's state is its learner's (the pretrained net's inside MAML)
     name = f"sinusoid-{method}"
     stored = memo.path(name, key).is_file()
     calls = []
@@ -158,43 +155,25 @@ def eval_tasks(config: SinusoidConfig, k_shot: int, device: torch.device | str =
     return Sinusoid.maml().sample(config.eval_tasks, k_shot, config.eval_query, g).to(device)
 
 
-def _inner_parts(model: nn.Module, alpha: float | None) -> tuple:
-    """``(forward, params, alpha, adapt)`` of a trained model, for its own inner loop."""
-    if isinstance(model, MetaLearner):  # MAML, FOMAML, Meta-SGD (learned rates), ANIL (head only), Reptile
-        return model._forward, model.params(), model.alpha if alpha is None else alpha, model.adapt_names
-    if alpha is None:
-        raise ValueError("alpha must be given for a model that has no inner learning rate of its own")
-    return functional(model), params_of(model), alpha, None
-
-
-def curve(method: str, model: nn.Module, batch: TaskBatch, steps: int, alpha: float | None = None,
+def curve(method: str, model: MetaLearner, batch: TaskBatch, steps: int, alpha: float | None = None,
           check: bool = True) -> torch.Tensor:
-    """Query MSE after 0..steps fine-tuning steps, ``(tasks, steps + 1)``, with the method's own inner loop.
+    """Query MSE after 0..steps fine-tuning steps, ``(tasks, steps + 1)``, with the method's own inner loop
+    (:meth:`~mapping.meta.MetaLearner.adaptation_curve`; the pretrained baseline's wrapper fine-tunes by SGD).
 
     With ``check=False`` a task whose fine-tuning diverges gives non-finite entries instead of an error.
-    Every meta-learner has the same ``adaptation_curve``; the pretrained network goes through the functional one.
+    ``method`` is kept for the callers' symmetry; every model answers the same call.
     """
-    if isinstance(model, MetaLearner):
-        return model.adaptation_curve(batch, F.mse_loss, steps, alpha, check)
-    forward, params, rate, adapt = _inner_parts(model, alpha)
-    # one vmap over all tasks, as the meta-learners of build() run: the same numbers as the default chunks, 5x faster
-    return adaptation_curve(forward, F.mse_loss, params, *batch.tensors(), steps=steps, alpha=rate, adapt=adapt,
-                            check=check, execution="vmap")
+    return model.adaptation_curve(batch, F.mse_loss, steps, alpha, check)
 
 
 @torch.no_grad()
-def fits(model: nn.Module, support_x: torch.Tensor, support_y: torch.Tensor, grid: torch.Tensor,
+def fits(model: MetaLearner, support_x: torch.Tensor, support_y: torch.Tensor, grid: torch.Tensor,
          steps: tuple[int, ...] = (0, 1, 10), alpha: float | None = None) -> dict[int, torch.Tensor]:
     """Predictions on ``grid`` (points, 1) after each number of ``steps`` on one task's ``(shots, 1)`` support."""
-    forward, params, rate, adapt = _inner_parts(model, alpha)
-    params = {k: v.detach() for k, v in params.items()}
-    if isinstance(rate, dict):
-        rate = {k: v.detach() for k, v in rate.items()}
     out = {}
     for s in steps:
-        fast, _, _ = batched_inner_loop(forward, F.mse_loss, params, support_x[None], support_y[None], steps=s,
-                                        alpha=rate, first_order=True, adapt=adapt)
-        out[s] = forward({k: v[0] for k, v in fast.items()}, grid)[:, 0]  # (points,)
+        fast, _ = model.adapted(support_x[None], support_y[None], F.mse_loss, s, alpha=alpha)  # {name: (1, ...)}
+        out[s] = model.functional_call({k: v[0] for k, v in fast.items()}, grid)[:, 0]  # (points,)
     return out
 
 

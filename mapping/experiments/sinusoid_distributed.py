@@ -48,9 +48,10 @@ def train_distributed(method: str, config: SinusoidConfig, context: DistributedC
         local = shard(batch, context.rank, context.world_size).to(context.device, dtype)  # (local tasks, shots, 1)
         optimizer.zero_grad(set_to_none=True)
         if method == "reptile":
-            loss = model.meta_grad(local, F.mse_loss)
+            loss = model.meta_loss(local, F.mse_loss)
+            loss.backward()
         else:
-            loss, _ = model.meta_loss(local, F.mse_loss)
+            loss = model.meta_loss(local, F.mse_loss)
             loss.backward()
         all_reduce_meta_grads(model.parameters(), local.num_tasks, batch.num_tasks)
         optimizer.step()

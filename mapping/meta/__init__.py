@@ -12,6 +12,7 @@ from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, adaptation_curve, bat
                          inner_loop, params_of, validate_inner)
 from .mann import MANN, LSTMLearner, cosine_read_weights, least_used, write_weights
 from .maml import ANIL, FOMAML, GRANULARITIES, MAML, Learner, MetaLearner, MetaSGD, maml_loss
+from .protocol import Learns
 from .metric import (FullContextEmbedding, MatchingNetwork, MetricLearner, PrototypicalNetwork, cosine_attention,
                      infer_n_way, matching_log_probs, protonet_logits, prototypes, squared_distances)
 from .recompute import check_checkpoint, recomputed
@@ -20,7 +21,7 @@ from .reptile import (INNER, Reptile, adam_adapted_params, adapted_params, artic
 from .siamese import (REDUCTIONS, SiameseNetwork, class_scores, pairs_from_batch, pairwise_siamese_logits,
                       sample_pairs, siamese_logits)
 
-__all__ = ["ANIL", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML", "GRANULARITIES", "Learner", "MAML",
+__all__ = ["ANIL", "Learns", "DEFAULT_CHUNK", "DEFAULT_EXECUTION", "EXECUTIONS", "FOMAML", "GRANULARITIES", "Learner", "MAML",
            "INNER", "MetaLearner", "MetaSGD", "Precomputed", "Reptile", "adam_adapted_params", "adaptation_curve",
            "adapted_params",
            "article_reptile_update",

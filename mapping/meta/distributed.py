@@ -15,7 +15,7 @@ meta-gradient of the whole batch, so the same optimizer step keeps the replicas 
 >>> context = init_from_env()                          # torchrun's RANK, WORLD_SIZE, LOCAL_RANK
 >>> batch = tasks.sample(25, 10, 10, generator)        # the same global batch on every rank (same seed)
 >>> local = shard(batch, context.rank, context.world_size).to(context.device)
->>> loss, _ = maml.meta_loss(local, F.mse_loss); loss.backward()
+>>> loss = maml.meta_loss(local, F.mse_loss); loss.backward()
 >>> all_reduce_meta_grads(maml.parameters(), local.num_tasks, batch.num_tasks); optimizer.step()
 """
 from __future__ import annotations

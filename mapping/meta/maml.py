@@ -18,7 +18,10 @@ from collections.abc import Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from torch.func import vmap
+
 from ..data.tasks import TaskBatch
+from ..nn.norms import primitive_norms
 from .checks import check_alpha, check_execution, check_finite_inner, check_steps
 from .chunked import chunked_mean
 from .compiled import compiled_meta_loss
@@ -148,23 +151,36 @@ class Learner(nn.Module):
         return self
 
 
+def resolve_alpha(alpha: float | None, lr: float | None, default: float) -> float:
+    """``alpha``, or learn2learn's name for it, ``lr``; the default when neither is given."""
+    if alpha is not None and lr is not None:
+        raise ValueError(f"alpha and lr name the same inner learning rate; pass one, got alpha={alpha!r} "
+                         f"and lr={lr!r}")
+    return default if alpha is None and lr is None else (lr if alpha is None else alpha)
+
+
 class MetaLearner(nn.Module):
-    """What every optimization-based method shares: the wrapped module as a pure function of its parameters,
-    the inner rate ``alpha`` and ``steps``, the ``execution`` of a task batch, ``clone()`` for one task and
-    ``adaptation_curve()``, so that one evaluation loop serves MAML and its relatives and Reptile alike."""
+    """What every optimization-based method shares (the protocol of :mod:`mapping.meta.protocol`): the wrapped
+    module as a pure function of its parameters (:meth:`functional_call`), the inner rate ``alpha`` and
+    ``steps``, the default ``loss_fn``, the ``execution`` of a task batch, :meth:`adapted` and :meth:`predict`
+    for new tasks, ``clone()`` for one task and :meth:`adaptation_curve`. Subclasses give :meth:`meta_loss`."""
 
     first_order, adapt_names, allow_unused, allow_nograd = False, None, False, False
 
-    def __init__(self, module: nn.Module, alpha: float, steps: int, execution: str, chunk_size: int) -> None:
+    def __init__(self, module: nn.Module, alpha: float, steps: int, *, loss_fn: LossFn | None = None,
+                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
             raise ValueError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         check_alpha(alpha)
         check_steps(steps)
         check_execution(execution, chunk_size)
-        self.module = module
+        if loss_fn is not None and not callable(loss_fn):
+            raise ValueError(f"loss_fn must be a callable loss_fn(output, target), got {type(loss_fn).__name__}")
+        self.module, self.loss_fn = module, loss_fn
         self.inner_alpha, self.steps = float(alpha), steps
         self.execution, self.chunk_size = execution, chunk_size
+        self.diagnostics: dict[str, Tensor] = {}
         self._forward = functional(module)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -178,12 +194,57 @@ class MetaLearner(nn.Module):
     def params(self) -> Params:
         return params_of(self.module)
 
-    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
-                         check: bool = True) -> Tensor:
+    def functional_call(self, params: Params, x: Tensor) -> Tensor:
+        """The wrapped module with ``params`` (one task's, ``{name: tensor}``) in place of its own, on ``x``."""
+        return self._forward(params, x)
+
+    def resolve_loss(self, loss_fn: LossFn | None) -> LossFn:
+        """``loss_fn``, else the constructor's; raises ``ValueError`` when neither was given."""
+        loss_fn = self.loss_fn if loss_fn is None else loss_fn
+        if loss_fn is None:
+            raise ValueError(f"loss_fn must be given, to {type(self).__name__}(..., loss_fn=...) or to the call "
+                             "(e.g. torch.nn.functional.cross_entropy)")
+        return loss_fn
+
+    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn | None = None, steps: int | None = None,
+                         alpha: Alpha | None = None, check: bool = True) -> Tensor:
         """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, without meta-gradients."""
-        return adaptation_curve(self._forward, loss_fn, self.params(), *batch.tensors(), steps=steps,
+        return adaptation_curve(self._forward, self.resolve_loss(loss_fn), self.params(), *batch.tensors(),
+                                steps=self.steps if steps is None else steps,
                                 alpha=self.alpha if alpha is None else alpha, adapt=self.adapt_names, check=check,
                                 execution=self.execution, chunk_size=self.chunk_size)
+
+    def adapted(self, support_x: Tensor, support_y: Tensor, loss_fn: LossFn | None = None,
+                steps: int | None = None, *, alpha: Alpha | None = None) -> tuple[Params, Tensor]:
+        """Each task's parameters after ``steps`` (default ``self.steps``) inner SGD steps (rate ``alpha``,
+        default the learner's) on its support set, ``{name: (tasks, *shape)}``, and the inner losses
+        ``(tasks, steps)``; detached, nothing is kept for a meta-gradient. A diverging task gives non-finite
+        entries, not an error."""
+        alpha = self.alpha if alpha is None else alpha
+        alpha = {k: v.detach() for k, v in alpha.items()} if isinstance(alpha, Mapping) else alpha
+        params = {k: v.detach() for k, v in self.params().items()}
+        with torch.enable_grad():  # the inner gradients; nothing is kept
+            fast, inner, _ = batched_inner_loop(self._forward, self.resolve_loss(loss_fn), params, support_x,
+                                                support_y, steps=self.steps if steps is None else steps,
+                                                alpha=alpha, first_order=True, adapt=self.adapt_names,
+                                                execution=self.execution, chunk_size=self.chunk_size)
+        return {k: v.detach() for k, v in fast.items()}, inner.detach()
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, loss_fn: LossFn | None = None,
+                steps: int | None = None) -> Tensor:
+        """The outputs for each task's queries ``(tasks, q, ...)`` after :meth:`adapted` on its support set."""
+        fast, _ = self.adapted(support_x, support_y, loss_fn, steps)  # {name: (tasks, *shape)}
+        with torch.no_grad(), primitive_norms():
+            return vmap(self._forward)(fast, query_x)  # (tasks, q, ...)
+
+    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must define meta_loss (see mapping.meta.protocol)")
+
+    def with_module(self, module: nn.Module) -> "MetaLearner":
+        """The same method, with the same settings (``self.options``, the constructor's keywords), around another
+        module: e.g. a wider head for more classes. Its learned tensors of its own (Meta-SGD's rates) start
+        afresh; copy them with ``load_state_dict`` where the shapes allow."""
+        return type(self)(module, **self.options)
 
     def clone(self, first_order: bool | None = None) -> Learner:
         """A :class:`Learner` for one task, differentiable back to this module's parameters."""
@@ -195,28 +256,32 @@ class MetaLearner(nn.Module):
 class MAML(MetaLearner):
     """MAML around any ``nn.Module`` (learn2learn: ``l2l.algorithms.MAML(model, lr, first_order)``).
 
-    >>> maml = MAML(model, alpha=0.01, steps=1)
-    >>> loss, _ = maml.meta_loss(batch, F.mse_loss)      # vmapped over tasks
+    >>> maml = MAML(model, alpha=0.01, steps=1, loss_fn=F.mse_loss)
+    >>> loss = maml.meta_loss(batch)                     # vmapped over tasks
     >>> loss.backward(); optimizer.step()
     >>> learner = maml.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # one task at a time
 
-    ``execution`` (``"vmap"``, ``"chunk"`` with ``chunk_size``, or ``"loop"``) says how the tasks of a batch
-    run; every execution gives the same loss and meta-gradient (see :func:`maml_loss`). ``compile=True`` (or a
-    dict of :func:`torch.compile` options) compiles the meta-step of ``"vmap"`` and ``"chunk"``
-    (:mod:`mapping.meta.compiled`); the loss can then not be differentiated twice. ``checkpoint=True``
-    recomputes each inner step in the backward instead of storing its graph (:func:`maml_loss`); not with
-    ``compile``.
+    ``alpha`` defaults to 0.01 (``lr=`` is learn2learn's name for it). ``execution`` (``"vmap"``, ``"chunk"``
+    with ``chunk_size``, or ``"loop"``) says how the tasks of a batch run; every execution gives the same loss
+    and meta-gradient (see :func:`maml_loss`). ``compile=True`` (or a dict of :func:`torch.compile` options)
+    compiles the meta-step of ``"vmap"`` and ``"chunk"`` (:mod:`mapping.meta.compiled`); the loss can then not
+    be differentiated twice. ``checkpoint=True`` recomputes each inner step in the backward instead of storing
+    its graph (:func:`maml_loss`); not with ``compile``. ``adapt`` names the parameters the inner loop moves
+    (default: all).
     """
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
-                 adapt: Sequence[str] | None = None, *, execution: str = DEFAULT_EXECUTION,
-                 chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False, allow_nograd: bool = False,
-                 compile: bool | Mapping = False, checkpoint: bool = False) -> None:
-        super().__init__(module, alpha, steps, execution, chunk_size)
+    def __init__(self, module: nn.Module, alpha: float | None = None, steps: int = 1, *, lr: float | None = None,
+                 first_order: bool = False, loss_fn: LossFn | None = None, adapt: Sequence[str] | None = None,
+                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK, allow_unused: bool = False,
+                 allow_nograd: bool = False, compile: bool | Mapping = False, checkpoint: bool = False) -> None:
+        super().__init__(module, resolve_alpha(alpha, lr, 0.01), steps, loss_fn=loss_fn, execution=execution,
+                         chunk_size=chunk_size)
         check_checkpoint(checkpoint, None, execution)
         if checkpoint and compile is not False:
             raise ValueError("checkpoint=True cannot be combined with compile (the compiled meta-step keeps its own "
                              "graph); pass one of them")
+        if not isinstance(first_order, bool):
+            raise ValueError(f"first_order must be True or False, got {first_order!r}")
         self.checkpoint = checkpoint
         self.compiled = compiled_meta_loss(compile, execution)
         self.first_order = first_order
@@ -226,14 +291,22 @@ class MAML(MetaLearner):
             unknown = sorted(set(self.adapt_names) - dict(module.named_parameters()).keys())
             if unknown:
                 raise ValueError(f"adapt names parameters the module does not have: {unknown}")
+        self.options = dict(alpha=self.inner_alpha, steps=steps, first_order=first_order, loss_fn=loss_fn,
+                            adapt=adapt, execution=execution, chunk_size=chunk_size, allow_unused=allow_unused,
+                            allow_nograd=allow_nograd, compile=compile, checkpoint=checkpoint)
 
-    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn, steps: int | None = None) -> tuple[Tensor, Tensor]:
-        """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`).
+    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None, *, steps: int | None = None) -> Tensor:
+        """Mean query loss after ``steps`` inner steps on each task's support set (see :func:`maml_loss`);
+        its inner losses ``(tasks, steps)`` go to ``self.diagnostics["inner_losses"]``.
 
         With ``compile`` the meta-step runs compiled (:mod:`mapping.meta.compiled`): same loss and gradients.
         """
+        loss, inner = self._meta_loss(batch, self.resolve_loss(loss_fn), self.steps if steps is None else steps)
+        self.diagnostics = {"inner_losses": inner.detach()}
+        return loss
+
+    def _meta_loss(self, batch: TaskBatch, loss_fn: LossFn, steps: int) -> tuple[Tensor, Tensor]:
         if self.compiled is not None:
-            steps = self.steps if steps is None else steps
             if not isinstance(batch, TaskBatch):
                 raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
             params, alpha = self.params(), self.alpha
@@ -243,7 +316,7 @@ class MAML(MetaLearner):
                                  validate=lambda: validate_inner(
                                      self._forward, params, *batch.tensors(), steps=steps, alpha=alpha,
                                      adapt=self.adapt_names, execution=self.execution, chunk_size=self.chunk_size))
-        return maml_loss(self._forward, loss_fn, self.params(), batch, steps=self.steps if steps is None else steps,
+        return maml_loss(self._forward, loss_fn, self.params(), batch, steps=steps,
                          alpha=self.alpha, first_order=self.first_order, adapt=self.adapt_names,
                          execution=self.execution, chunk_size=self.chunk_size, checkpoint=self.checkpoint)
 
@@ -251,9 +324,10 @@ class MAML(MetaLearner):
 class FOMAML(MAML):
     """First-order MAML: the inner gradients are constants (Finn et al. 2017, §5.2)."""
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1,
-                 adapt: Sequence[str] | None = None, **options) -> None:
-        super().__init__(module, alpha, steps, first_order=True, adapt=adapt, **options)
+    def __init__(self, module: nn.Module, alpha: float | None = None, steps: int = 1, **options) -> None:
+        if options.get("first_order", True) is not True:
+            raise ValueError("FOMAML is first-order by definition; use MAML for first_order=False")
+        super().__init__(module, alpha, steps, **{**options, "first_order": True})
 
 
 GRANULARITIES = ("parameter", "layer", "scalar")
@@ -269,15 +343,16 @@ class MetaSGD(MAML):
     hands them to the outer optimizer together with the model's.
     """
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
-                 adapt: Sequence[str] | None = None, *, granularity: str = "parameter", **options) -> None:
-        super().__init__(module, alpha, steps, first_order, adapt, **options)
+    def __init__(self, module: nn.Module, alpha: float | None = None, steps: int = 1, *,
+                 granularity: str = "parameter", **options) -> None:
+        super().__init__(module, alpha, steps, **options)
+        alpha = self.inner_alpha
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES} (a rate per entry, per parameter "
                              f"tensor, or one for all), got {granularity!r}")
         shapes = {k: p for k, p in module.named_parameters()}
         self.rate_names = list(self.adapt_names or shapes)
-        self.granularity = granularity
+        self.granularity = self.options["granularity"] = granularity
         if granularity == "scalar":
             self.rates = nn.ParameterList([nn.Parameter(torch.tensor(float(alpha)))])
         else:
@@ -298,13 +373,16 @@ class MetaSGD(MAML):
 class ANIL(MAML):
     """ANIL (Raghu et al. 2020): inner loop on the head only. ``head`` defaults to ``module.head_names()``."""
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 1, first_order: bool = False,
+    def __init__(self, module: nn.Module, alpha: float | None = None, steps: int = 1, *,
                  head: Sequence[str] | None = None, **options) -> None:
+        if "adapt" in options:
+            raise ValueError("ANIL adapts its head: pass head=[...] (parameter names), not adapt")
         if head is None:
             if not hasattr(module, "head_names"):
                 raise ValueError("head must name the head's parameters for a module without head_names()")
             head = module.head_names()
-        super().__init__(module, alpha, steps, first_order, adapt=head, **options)
+        super().__init__(module, alpha, steps, adapt=head, **options)
+        self.options["head"] = self.options.pop("adapt")
 
 
 __all__ = ["ANIL", "FOMAML", "GRANULARITIES", "Learner", "MAML", "MetaLearner", "MetaSGD", "maml_loss"]

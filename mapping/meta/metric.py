@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
+from .checks import LossFn
 from .compiled import CompiledFn, compiled_meta_loss
 
 
@@ -204,6 +205,7 @@ class MetricLearner(nn.Module):
         if not isinstance(backbone, nn.Module):
             raise ValueError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
         self.backbone = backbone
+        self.diagnostics: dict[str, Tensor] = {}
         options = compiled_meta_loss(compile, "vmap")
         # torch.compile of the episode loss (mapping.meta.compiled): same loss and gradients, checks run eagerly
         self.compiled = None if options is None else CompiledFn(self._episode_loss, **options.options)
@@ -228,27 +230,42 @@ class MetricLearner(nn.Module):
             raise ValueError(f"the backbone must map (batch, *image) to (batch, dim), got {tuple(z.shape)}")
         return z[:tasks * m].reshape(tasks, m, -1), z[tasks * m:].reshape(tasks, q, -1)  # (tasks, m, d), (tasks, q, d)
 
-    def loss(self, batch: TaskBatch) -> tuple[Tensor, Tensor]:
-        """Mean query cross-entropy (``nll_loss`` on log-probabilities) over all tasks, and the query accuracy.
-
-        The accuracy is a 0-dim tensor without gradient; ``n_way`` comes from :func:`infer_n_way`.
-        """
+    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
+        """Mean query loss over all tasks (:mod:`mapping.meta.protocol`): ``loss_fn(scores (tasks*q, n_way),
+        labels (tasks*q,))``, by default the paper's cross-entropy (``nll_loss`` on log-probabilities). The query
+        accuracy (a fraction, no gradient) goes to ``self.diagnostics["accuracy"]``; ``n_way`` comes from
+        :func:`infer_n_way`."""
         if not isinstance(batch, TaskBatch):
             raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise ValueError(f"loss_fn must be a callable loss_fn(scores, labels), got {type(loss_fn).__name__}")
         n_way = infer_n_way(batch)
         check_labels(batch.query_y, n_way, "query_y", every_class=False)
-        if self.compiled is not None:
+        if self.compiled is not None and loss_fn is None:
             check_labels(batch.support_y, n_way)
-            return self.compiled(*batch.tensors(), n_way)
-        return self._episode_loss(*batch.tensors(), n_way)
+            loss, accuracy = self.compiled(*batch.tensors(), n_way)
+        else:
+            loss, accuracy = self._episode_loss(*batch.tensors(), n_way, loss_fn)
+        self.diagnostics = {"accuracy": accuracy}
+        return loss
+
+    def predict(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, loss_fn: LossFn | None = None,
+                steps: int | None = None) -> Tensor:
+        """Class scores of each task's queries ``(tasks, q, n_way)`` (what :meth:`forward` returns), ``n_way``
+        being the largest support label + 1; no gradient. ``loss_fn`` and ``steps`` are unused: the support set
+        enters through the embedding alone (:mod:`mapping.meta.protocol`)."""
+        check_integer_labels(support_y)
+        with torch.no_grad():
+            return self(support_x, support_y, query_x, int(support_y.max()) + 1)  # (tasks, q, n_way)
 
     def _episode_loss(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, query_y: Tensor,
-                      n_way: int) -> tuple[Tensor, Tensor]:
+                      n_way: int, loss_fn: LossFn | None = None) -> tuple[Tensor, Tensor]:
         out = self(support_x, support_y, query_x, n_way)  # (tasks, q, n_way)
         target = query_y.long().flatten()  # (tasks*q,)
         score = out.flatten(0, 1)  # (tasks*q, n_way)
-        loss = F.nll_loss(score, target) if self.output == "log_probs" else F.cross_entropy(score, target)
-        return loss, (score.argmax(-1) == target).float().mean().detach()
+        if loss_fn is None:
+            loss_fn = F.nll_loss if self.output == "log_probs" else F.cross_entropy
+        return loss_fn(score, target), (score.argmax(-1) == target).float().mean().detach()
 
 
 class PrototypicalNetwork(MetricLearner):

@@ -6,7 +6,7 @@ For each task, run ``k`` steps of SGD from ``theta`` to get ``theta'_i``, then m
 
 The article's §3.2.2 writes ``g = mean(theta - theta'_i)`` and ``theta <- theta + beta g``, which moves *away*
 from the adapted weights (erratum 1 in the book); :func:`article_reptile_update` keeps that form only so the
-book can show it diverge. :meth:`Reptile.meta_grad` stores ``theta - mean theta'`` in ``.grad`` so that any
+book can show it diverge. :meth:`Reptile.meta_loss`'s backward stores ``theta - mean theta'`` in ``.grad`` so that any
 ``torch.optim`` optimizer takes the step (plain SGD with ``lr=beta`` reproduces the update above exactly).
 
 The inner loop is plain SGD (``inner="sgd"``, the algorithm as written) or Adam (``inner="adam"``, Kingma & Ba
@@ -29,7 +29,8 @@ from .checks import check_finite_inner
 from .compiled import CompiledFn, compiled_meta_loss, sgd_adapted
 from .functional import (DEFAULT_CHUNK, DEFAULT_EXECUTION, Alpha, Forward, LossFn, Params, _autograd_grad_and_value,
                          batched_inner_loop, validate_inner)
-from .maml import MetaLearner
+from .chunked import Precomputed
+from .maml import MetaLearner, resolve_alpha
 
 INNER = ("sgd", "adam")
 
@@ -111,22 +112,27 @@ def article_reptile_update(params: Params, adapted: Params, beta: float) -> Para
 class Reptile(MetaLearner):
     """Reptile around any ``nn.Module`` (learn2learn users write the same loop by hand).
 
-    >>> reptile = Reptile(model, alpha=0.01, steps=5)
-    >>> optimizer.zero_grad(); reptile.meta_grad(batch, F.mse_loss); optimizer.step()
+    >>> reptile = Reptile(model, alpha=0.01, steps=5, loss_fn=F.mse_loss)
+    >>> optimizer.zero_grad(); reptile.meta_loss(batch).backward(); optimizer.step()
     >>> learner = reptile.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # as for MAML
 
-    ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone`` (first-order: Reptile has no
-    Hessian term) comes from :class:`~mapping.meta.MetaLearner` and adapts by SGD steps whatever ``inner`` is;
-    :meth:`adapted` and :meth:`adaptation_curve` use the inner optimizer (``inner="adam"``: Adam with ``betas``).
+    :meth:`meta_loss` follows :mod:`mapping.meta.protocol`: its backward leaves ``theta - mean_i theta'_i`` in
+    ``.grad``, so SGD with ``lr=beta`` takes Reptile's step. ``alpha`` defaults to 0.01 (``lr=`` is
+    learn2learn's name for it); ``execution`` and ``chunk_size`` as for :class:`~mapping.meta.MAML`; ``clone``
+    (first-order: Reptile has no Hessian term) comes from :class:`~mapping.meta.MetaLearner` and adapts by SGD
+    steps whatever ``inner`` is; :meth:`adapted`, :meth:`predict` and :meth:`adaptation_curve` use the inner
+    optimizer (``inner="adam"``: Adam with ``betas``). ``use_query`` trains the inner loop on support and
+    query together (Reptile has no query set).
     """
 
     first_order = True
 
-    def __init__(self, module: nn.Module, alpha: float = 0.01, steps: int = 5, use_query: bool = True, *,
-                 inner: str = "sgd", betas: tuple[float, float] = (0.0, 0.999),
-                 execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
+    def __init__(self, module: nn.Module, alpha: float | None = None, steps: int = 5, *, lr: float | None = None,
+                 use_query: bool = True, inner: str = "sgd", betas: tuple[float, float] = (0.0, 0.999),
+                 loss_fn: LossFn | None = None, execution: str = DEFAULT_EXECUTION, chunk_size: int = DEFAULT_CHUNK,
                  compile: bool | Mapping = False) -> None:
-        super().__init__(module, alpha, steps, execution, chunk_size)
+        super().__init__(module, resolve_alpha(alpha, lr, 0.01), steps, loss_fn=loss_fn, execution=execution,
+                         chunk_size=chunk_size)
         options = compiled_meta_loss(compile, execution)
         if options is not None and inner != "sgd":
             raise ValueError("compile=True applies to inner='sgd'; inner='adam' runs eagerly")
@@ -136,30 +142,39 @@ class Reptile(MetaLearner):
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2
                 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {betas!r}")
+        if not isinstance(use_query, bool):
+            raise ValueError(f"use_query must be True or False, got {use_query!r}")
         self.use_query, self.inner, self.betas = use_query, inner, tuple(betas)
+        self.options = dict(alpha=self.inner_alpha, steps=steps, use_query=use_query, inner=inner, betas=self.betas,
+                            loss_fn=loss_fn, execution=execution, chunk_size=chunk_size, compile=compile)
 
-    def adapted(self, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int | None = None) -> tuple[Params, Tensor]:
+    def adapted(self, support_x: Tensor, support_y: Tensor, loss_fn: LossFn | None = None,
+                steps: int | None = None, *, alpha: float | None = None) -> tuple[Params, Tensor]:
         """The adapted weights of every task, ``{name: (tasks, *shape)}``, after ``steps`` (default ``self.steps``)
-        inner steps of the inner optimizer on ``loss_fn`` of ``x, y`` (``(tasks, shots, ...)``), and the inner
-        losses ``(tasks, steps)``."""
-        steps = self.steps if steps is None else steps
+        inner steps of the inner optimizer (rate ``alpha``, default the learner's) on ``loss_fn`` of
+        ``support_x, support_y`` (``(tasks, shots, ...)``), and the inner losses ``(tasks, steps)``. Raises
+        ``FloatingPointError`` naming a diverged task."""
+        steps, loss_fn = self.steps if steps is None else steps, self.resolve_loss(loss_fn)
+        alpha = self.inner_alpha if alpha is None else alpha
+        x, y = support_x, support_y
         if self.compiled is not None:
-            return self._compiled_adapted(x, y, loss_fn, steps)
+            return self._compiled_adapted(x, y, loss_fn, steps, alpha)
         kw = dict(steps=steps, execution=self.execution, chunk_size=self.chunk_size)
         if self.inner == "adam":
-            return adam_adapted_params(self._forward, loss_fn, self.params(), x, y, lr=self.inner_alpha,
-                                       betas=self.betas, **kw)
-        return adapted_params(self._forward, loss_fn, self.params(), x, y, alpha=self.alpha, **kw)
+            return adam_adapted_params(self._forward, loss_fn, self.params(), x, y, lr=alpha, betas=self.betas,
+                                       **kw)
+        return adapted_params(self._forward, loss_fn, self.params(), x, y, alpha=alpha, **kw)
 
-    def _compiled_adapted(self, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int) -> tuple[Params, Tensor]:
+    def _compiled_adapted(self, x: Tensor, y: Tensor, loss_fn: LossFn, steps: int,
+                          alpha: float) -> tuple[Params, Tensor]:
         """:meth:`adapted` through one compiled function per ``(loss_fn, steps)`` (:mod:`mapping.meta.compiled`)."""
         params = {k: v.detach() for k, v in self.params().items()}
-        validate_inner(self._forward, params, x, y, None, None, steps=steps, alpha=self.alpha, adapt=None,
+        validate_inner(self._forward, params, x, y, None, None, steps=steps, alpha=alpha, adapt=None,
                        execution=self.execution, chunk_size=self.chunk_size)
-        key = (loss_fn, steps, self.inner_alpha)
+        key = (loss_fn, steps, alpha)
         fns = self.compiled.steps_fns
         if key not in fns:
-            fns[key] = CompiledFn(sgd_adapted(self._forward, loss_fn, steps=steps, alpha=self.inner_alpha),
+            fns[key] = CompiledFn(sgd_adapted(self._forward, loss_fn, steps=steps, alpha=alpha),
                                   **self.compiled.options)
         size = x.shape[0] if self.execution == "vmap" else self.chunk_size
         parts = [fns[key](params, x[s:s + size], y[s:s + size]) for s in range(0, x.shape[0], size)]
@@ -168,11 +183,12 @@ class Reptile(MetaLearner):
         check_finite_inner(inner)
         return fast, inner
 
-    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn, steps: int, alpha: Alpha | None = None,
-                         check: bool = True) -> Tensor:
+    def adaptation_curve(self, batch: TaskBatch, loss_fn: LossFn | None = None, steps: int | None = None,
+                         alpha: Alpha | None = None, check: bool = True) -> Tensor:
         """Query loss of each task after 0..steps inner steps, ``(tasks, steps + 1)``, with the inner optimizer."""
         if self.inner == "sgd":
             return super().adaptation_curve(batch, loss_fn, steps, alpha, check)
+        loss_fn, steps = self.resolve_loss(loss_fn), self.steps if steps is None else steps
         forward = vmap(lambda p, x: self._forward(p, x))
         curve = []
         for s in range(steps + 1):
@@ -182,8 +198,10 @@ class Reptile(MetaLearner):
                 curve.append(vmap(loss_fn)(out, batch.query_y))  # (tasks,)
         return torch.stack(curve, 1)  # (tasks, steps + 1)
 
-    def meta_grad(self, batch: TaskBatch, loss_fn: LossFn) -> Tensor:
-        """Set each parameter's ``.grad`` to ``theta - mean_i theta'_i``; return the mean first inner loss.
+    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
+        """The mean first inner loss (a 0-dim tensor), whose ``backward()`` adds ``theta - mean_i theta'_i`` to
+        each parameter's ``.grad`` (Nichol et al. 2018, Algorithm 2, through :class:`~mapping.meta.chunked.
+        Precomputed`); the inner losses ``(tasks, steps)`` go to ``self.diagnostics["inner_losses"]``.
 
         With ``use_query`` the inner loop trains on support and query together (Reptile has no query set).
         """
@@ -195,10 +213,13 @@ class Reptile(MetaLearner):
             y = torch.cat([y, batch.query_y], 1)
         params = self.params()
         adapted, inner = self.adapted(x, y, loss_fn)
+        self.diagnostics = {"inner_losses": inner}
+        value = inner[:, 0].mean() if inner.numel() else x.new_zeros(())
+        names = [k for k, p in params.items() if p.requires_grad]
+        if not torch.is_grad_enabled() or not names:
+            return value
         direction = reptile_direction(params, adapted)
-        for k, p in params.items():
-            p.grad = -direction[k]
-        return inner[:, 0].mean() if inner.numel() else x.new_zeros(())
+        return Precomputed.apply(value, tuple(-direction[k] for k in names), *(params[k] for k in names))
 
 
 __all__ = ["INNER", "Reptile", "adam_adapted_params", "adapted_params", "article_reptile_update", "reptile_direction", "reptile_update"]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..data.sampler import random_subsets
 from ..data.tasks import TaskBatch
+from .checks import LossFn
 from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, infer_n_way
 
 REDUCTIONS = ("max", "mean")
@@ -184,25 +185,32 @@ class SiameseNetwork(MetricLearner):
         pair = pairwise_siamese_logits(z_query, z_support, w, b)  # (tasks, q, m)
         return class_scores(pair, support_y, n_way, self.reduce)  # (tasks, q, n_way)
 
-    def loss(self, batch: TaskBatch) -> tuple[Tensor, Tensor]:
-        """Balanced BCE over every (query, support) pair of every task, and the one-shot query accuracy.
+    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
+        """Balanced BCE over every (query, support) pair of every task (:mod:`mapping.meta.protocol`); the
+        one-shot query accuracy (a fraction) goes to ``self.diagnostics["accuracy"]``.
 
         Same-class and different-class pairs each weigh one half, so a 5-way episode's 1:4 imbalance does
-        not teach the network to answer "different".
+        not teach the network to answer "different". A ``loss_fn(scores (tasks*q, n_way), labels (tasks*q,))``
+        replaces it by a loss on the class scores.
         """
         if not isinstance(batch, TaskBatch):
             raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise ValueError(f"loss_fn must be a callable loss_fn(scores, labels), got {type(loss_fn).__name__}")
         n_way = infer_n_way(batch)
         check_labels(batch.query_y, n_way, "query_y", every_class=False)
         z_support, z_query = self.embed(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, m|q, d)
         w, b = self.distance.weight[0], self.distance.bias[0]  # (d,), ()
         pair = pairwise_siamese_logits(z_query, z_support, w, b)  # (tasks, q, m)
-        same = batch.query_y[:, :, None] == batch.support_y[:, None, :]  # (tasks, q, m)
-        bce = F.binary_cross_entropy_with_logits(pair, same.to(pair.dtype), reduction="none")  # (tasks, q, m)
-        loss = 0.5 * bce[same].mean() + 0.5 * bce[~same].mean() if (~same).any() else bce.mean()
         scores = class_scores(pair, batch.support_y, n_way, self.reduce)  # (tasks, q, n_way)
-        accuracy = (scores.argmax(-1) == batch.query_y).float().mean().detach()
-        return loss, accuracy
+        if loss_fn is None:
+            same = batch.query_y[:, :, None] == batch.support_y[:, None, :]  # (tasks, q, m)
+            bce = F.binary_cross_entropy_with_logits(pair, same.to(pair.dtype), reduction="none")  # (tasks, q, m)
+            loss = 0.5 * bce[same].mean() + 0.5 * bce[~same].mean() if (~same).any() else bce.mean()
+        else:
+            loss = loss_fn(scores.flatten(0, 1), batch.query_y.long().flatten())
+        self.diagnostics = {"accuracy": (scores.argmax(-1) == batch.query_y).float().mean().detach()}
+        return loss
 
 
 __all__ = ["REDUCTIONS", "SiameseNetwork", "class_scores", "pairs_from_batch", "pairwise_siamese_logits",
