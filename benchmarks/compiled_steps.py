@@ -1,6 +1,6 @@
 """Eager against compiled (``compile=True``, :mod:`mapping.meta.compiled`) meta-steps, side by side, per thread count.
 
-One step is ``zero_grad`` + the method's loss + ``backward`` (Reptile: ``meta_grad``), no optimizer step:
+One step is ``zero_grad`` + the method's loss + ``backward`` (Reptile's too: every learner's ``meta_loss``), no optimizer step:
 
 * ``sinusoid/<method>``: MAML, first-order MAML, Meta-SGD, ANIL (one inner step, alpha 0.01) and Reptile (5 SGD
   steps on support + query) on the 1-40-40-1 MLP, 25 tasks of 10 + 10 points (Finn et al. 2017, §5.1);

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mapping.data import Sinusoid, TaskBatch
-from mapping.meta import (ANIL, FOMAML, MAML, CompiledFn, MatchingNetwork, MetaSGD, PrototypicalNetwork, Reptile,
+from mapping.meta import (ANIL, FOMAML, MAML, MatchingNetwork, MetaSGD, PrototypicalNetwork, Reptile,
                           compile_seconds)
+from mapping.meta.compiled import CompiledFn
 from mapping.nn import Conv4, sinusoid_mlp
 from reference import reference_meta_loss, relative_error
 

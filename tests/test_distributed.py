@@ -21,7 +21,8 @@ from torch import nn
 from mapping.data import Sinusoid, TaskBatch
 from mapping.experiments import sinusoid_distributed
 from mapping.experiments.sinusoid import SinusoidConfig, build
-from mapping.meta import ANIL, MAML, MetaSGD, Reptile, all_reduce_meta_grads, init_from_env, shard, shard_bounds
+from mapping.meta import ANIL, MAML, MetaSGD, Reptile, all_reduce_meta_grads, init_from_env, shard
+from mapping.meta.distributed import shard_bounds
 from mapping.nn import sinusoid_mlp
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -68,7 +68,7 @@ def test_batch_policy_makes_the_transductive_evaluation_depend_on_other_queries(
     """Under ``bn="batch"`` a query's transductive prediction changes when another query changes; the per-query
     evaluation (support + that query alone) does not, and equals an explicit loop over queries."""
     model = conv4("batch")
-    forward = MAML(model)._forward
+    forward = MAML(model).functional_call
     params = {k: v.detach() for k, v in model.named_parameters()}
     batch = image_tasks(tasks=1)
     sx, qx = batch.support_x[0], batch.query_x[0]  # (6, 1, 12, 12) each

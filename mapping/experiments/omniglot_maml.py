@@ -21,11 +21,8 @@ their minibatches of 10).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +40,7 @@ from ..nn.norms import primitive_norms
 from ..stats import mean_ci95
 from ..train import train
 from .pool import map_runs
+from .runner import checkpoint_path, config_key, training_fields
 
 METHODS = ("maml", "fomaml", "anil", "metasgd", "reptile")
 LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "anil": "ANIL", "metasgd": "Meta-SGD",
@@ -270,8 +268,7 @@ def lake_error(learner: nn.Module, steps: int, evaluation: str = "per_query", ro
 def checkpoint_key(config: MamlConfig) -> str:
     """12 hex digits of the training fields' hash: test settings left out (a new test reuses the training), and
     ``amp`` left out when False, so float32 runs keep the names they had before the field existed."""
-    training = {k: v for k, v in asdict(config).items() if k not in TEST_FIELDS and (k != "amp" or v)}
-    return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
+    return config_key(training_fields(config, TEST_FIELDS))
 
 
 def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
@@ -281,9 +278,8 @@ def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_d
     and ``lake/transductive/error``, and how many runs that is, ``lake/runs``.
     The checkpoint's name depends on the training fields only, so a run with other test settings resumes it."""
     data = data if data is not None else vinyals_split()
-    key = checkpoint_key(config)
     name = f"{config.method}/{config.setting}"
-    ckpt = Path(checkpoint_dir) / f"omniglot-maml-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
+    ckpt = checkpoint_path(checkpoint_dir, f"omniglot-maml-{name}", training_fields(config, TEST_FIELDS))
     learner, history = fit(config, data["train"], device, ckpt, progress)
     metrics = {f"{name}/train_seconds": history["seconds"], f"{name}/iterations": config.iterations}
     tic = time.perf_counter()

@@ -12,7 +12,7 @@ evaluation mode (running statistics), so a prediction depends on the query image
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from ..nn.conv4 import BatchStatNorm2d
 from ..stats import mean_ci95
 from ..train import train
 from .pool import map_runs
+from .runner import checkpoint_path, training_fields
 
 METHODS = ("protonet", "matching", "siamese")
 LABELS = {"protonet": "Prototypical Networks", "matching": "Matching Networks", "siamese": "Siamese Networks"}
@@ -250,15 +251,9 @@ def lake_error(model: nn.Module, device: torch.device | str = "cpu", root=None) 
 def run_one(config: MetricConfig, device: torch.device | str = "cpu", checkpoint_dir=None,
             progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
     """Train and evaluate one config; its metrics are named as in :func:`run`."""
-    import hashlib
-    import json
-    from pathlib import Path
-
     data = data if data is not None else load_split(config.split)
     name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
-    fields = {k: v for k, v in asdict(config).items() if k != "amp" or v}  # float32 runs keep their old names
-    key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-    ckpt = Path(checkpoint_dir) / f"omniglot-{name.replace('/', '-')}-{key}.pt" if checkpoint_dir else None
+    ckpt = checkpoint_path(checkpoint_dir, f"omniglot-{name}", training_fields(config))
     tic = time.perf_counter()
     model, _ = fit(config, data, device, ckpt, progress)
     metrics = {f"{name}/train_seconds": time.perf_counter() - tic, f"{name}/episodes": config.episodes}

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from ..nn import Conv4
 from ..stats import mean_ci95
 from .checks import check_ints
 from .omniglot_metric import BACKGROUND_FULL, MetricConfig, trained
+from .runner import checkpoint_path
 
 Drawing = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor]
 FORMAT = 1  # version of the saved file
@@ -233,10 +234,7 @@ def run(config: RecognizerConfig, root=None, progress: bool | None = None, stric
     The network is :func:`~mapping.experiments.omniglot_metric.trained`'s: trained once per build for a given
     configuration and package code (``MAPPING_MEMO=0`` trains it every time); ``train_seconds`` is the time its
     training took."""
-    import hashlib
-    import json
-    key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:12]
-    ckpt = Path(checkpoint_dir) / f"recognizer-{key}.pt" if checkpoint_dir else None
+    ckpt = checkpoint_path(checkpoint_dir, "recognizer", asdict(config))
     net, seconds = trained(config.metric(), device, checkpoint=ckpt, progress=progress, root=root, strict=strict)
     recognizer = Recognizer(net.backbone)
     metrics = {"recognizer/train_seconds": seconds}

@@ -6,8 +6,6 @@ for 0..10 steps and measuring the MSE on 100 query points (mean and 95% CI over 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
 from .pool import map_runs
+from .runner import checkpoint_path
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "first-order MAML", "reptile": "Reptile", "metasgd": "Meta-SGD",
@@ -240,8 +239,7 @@ def run_method(method: str, config: SinusoidConfig, device: torch.device | str =
                ) -> tuple[dict[str, float], nn.Module, dict]:
     """Train and evaluate one method; returns its metrics, the trained model and its history."""
     tic = time.perf_counter()
-    key = hashlib.sha256(json.dumps(config_dict(config), sort_keys=True).encode()).hexdigest()[:12]
-    ckpt = Path(checkpoint_dir) / f"sinusoid-{method}-{key}.pt" if checkpoint_dir else None
+    ckpt = checkpoint_path(checkpoint_dir, f"sinusoid-{method}", config_dict(config))
     model, history = meta_train(method, config, device, ckpt, progress)
     metrics = {f"{method}/train_seconds": time.perf_counter() - tic}
     if compile_seconds(model) is not None:  # part of train_seconds

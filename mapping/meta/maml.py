@@ -238,6 +238,7 @@ class MetaLearner(nn.Module):
             return vmap(self._forward)(fast, query_x)  # (tasks, q, ...)
 
     def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
+        """A 0-dim tensor whose ``backward()`` leaves the meta-gradient in ``.grad`` (each method defines it)."""
         raise NotImplementedError(f"{type(self).__name__} must define meta_loss (see mapping.meta.protocol)")
 
     def with_module(self, module: nn.Module) -> "MetaLearner":
