@@ -33,6 +33,8 @@ from .paths import cache_dir
 
 
 def sinusoid(args: argparse.Namespace) -> dict:
+    """Sinusoid regression (Finn et al. 2017, §5.1): MAML, first-order MAML, Reptile, Meta-SGD, ANIL and a
+    pretrained baseline, fine-tuned on held-out tasks."""
     from .experiments.sinusoid import SinusoidConfig, config_dict, run
     overrides = {"seed": args.seed, **({"compile": False} if args.eager else {})}
     if args.methods:
@@ -45,6 +47,7 @@ def sinusoid(args: argparse.Namespace) -> dict:
 
 
 def omniglot_metric(args: argparse.Namespace) -> dict:
+    """Prototypical, Matching and Siamese networks on Omniglot, 5- and 20-way, 1- and 5-shot."""
     from dataclasses import asdict
 
     from .experiments.omniglot_metric import full_configs, run
@@ -101,6 +104,7 @@ def recognizer(args: argparse.Namespace) -> dict:
 
 
 def multitask(args: argparse.Namespace) -> dict:
+    """MultiDigits with every multi-task method (conv and MLP trunks, several seeds) and GradNorm's toy."""
     from .experiments.multitask import MultitaskConfig, ToyConfig, config_dict, run_multidigits, run_toy
     config, toy = MultitaskConfig.for_mode(args.mode), ToyConfig.for_mode(args.mode)
     if args.methods:
@@ -165,60 +169,94 @@ EXPERIMENTS: dict[str, Callable[[argparse.Namespace], dict]] = {"sinusoid": sinu
                                                                  "multitask": multitask, "transfer": transfer}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mapping.reproduce", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    parser.add_argument("--mode", choices=budget.MODES, default="full", help="budget (default: full)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", help="a subset of the experiment's methods")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
-    parser.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
-    parser.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads per job (default torch's; sinusoid on a CPU: 1)")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="omniglot-metric: training episodes of every selected run (default: the mode's)")
-    parser.add_argument("--halve-every", type=int, default=None,
-                        help="omniglot-metric: learning-rate halving interval of every selected run")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="omniglot-maml, omniglot-mann: meta-training iterations of every run (default: the mode's)")
-    parser.add_argument("--setting", choices=("cpu", "paper"), default="cpu",
-                        help="omniglot-maml: the CPU budget (5-way 1-shot) or Finn et al.'s four settings")
-    parser.add_argument("--name", default=None,
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {value}")
+    return value
+
+
+def record_name(text: str) -> str:
+    """argparse type: letters, digits and underscores (the record is ``results/<name>.json``)."""
+    if not text.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected letters, digits and underscores, got {text!r}")
+    return text
+
+
+def _flags() -> dict[str, argparse.ArgumentParser]:
+    """The groups of flags the sub-commands share (argparse parents)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--mode", choices=budget.MODES, default="full", help="budget (default: full)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
+    common.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
+    common.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
+    common.add_argument("--name", type=record_name, default=None,
                         help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
-    parser.add_argument("--model", default=None,
-                        help="recognizer: write the trained recognizer to this file (Recognizer.load reads it)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="sinusoid, omniglot-metric, omniglot-maml: runs trained at once in worker processes "
-                             "(default 1; sinusoid on a CPU: one per core, at most 2)")
-    parser.add_argument("--amp", action="store_true",
-                        help="omniglot-metric, omniglot-maml: bfloat16 autocast in training (CUDA only)")
-    parser.add_argument("--eager", action="store_true",
-                        help="sinusoid: run the meta-steps eagerly (the full mode compiles them with torch.compile)")
-    args = parser.parse_args(argv)
+    methods = argparse.ArgumentParser(add_help=False)
+    methods.add_argument("--methods", nargs="+", help="a subset of the experiment's methods")
+    jobs = argparse.ArgumentParser(add_help=False)
+    jobs.add_argument("--jobs", type=positive_int, default=None,
+                      help="runs trained at once in worker processes (default 1; sinusoid on a CPU: one per core, "
+                           "at most 2)")
+    jobs.add_argument("--threads", type=positive_int, default=None,
+                      help="torch.set_num_threads per job (default torch's; sinusoid on a CPU: 1)")
+    amp = argparse.ArgumentParser(add_help=False)
+    amp.add_argument("--amp", action="store_true", help="bfloat16 autocast in training (CUDA only)")
+    iterations = argparse.ArgumentParser(add_help=False)
+    iterations.add_argument("--iterations", type=positive_int, default=None,
+                            help="meta-training iterations of every run (default: the mode's)")
+    return {"common": common, "methods": methods, "jobs": jobs, "amp": amp, "iterations": iterations}
+
+
+# each experiment's flags beyond --mode, --seed, --device, --out, --no-resume and --name
+PARENTS = {"sinusoid": ("methods", "jobs"), "omniglot-metric": ("methods", "jobs", "amp"),
+           "omniglot-maml": ("methods", "jobs", "amp", "iterations"), "omniglot-mann": ("methods", "iterations"),
+           "multitask": ("methods",), "recognizer": (), "transfer": (), "combine": (), "background": ()}
+
+
+def parser() -> argparse.ArgumentParser:
+    """``python -m mapping.reproduce <experiment> [flags]``: one sub-command per experiment, with its flags."""
+    top = argparse.ArgumentParser(prog="python -m mapping.reproduce", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="experiment", required=True, metavar="experiment",
+                             help=", ".join(sorted(EXPERIMENTS)))
+    flags = _flags()
+    commands = {}
+    for name in sorted(EXPERIMENTS):
+        doc = " ".join((EXPERIMENTS[name].__doc__ or "").split())
+        commands[name] = sub.add_parser(name, help=doc.split(". ")[0].rstrip(".") or None, description=doc or None,
+                                        parents=[flags["common"], *(flags[g] for g in PARENTS[name])])
+    commands["sinusoid"].add_argument("--eager", action="store_true",
+                                      help="run the meta-steps eagerly (the full mode compiles them)")
+    commands["omniglot-metric"].add_argument("--episodes", type=positive_int, default=None,
+                                             help="training episodes of every selected run (default: the mode's)")
+    commands["omniglot-metric"].add_argument("--halve-every", type=positive_int, default=None,
+                                             help="learning-rate halving interval of every selected run")
+    commands["omniglot-maml"].add_argument("--setting", choices=("cpu", "paper"), default="cpu",
+                                           help="the CPU budget (5-way 1-shot) or Finn et al.'s four settings")
+    commands["recognizer"].add_argument("--model", default=None,
+                                        help="write the trained recognizer to this file (Recognizer.load reads it)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     args.device = get_device(args.device)
-    defaults = CPU_DEFAULTS.get(args.experiment, {}) if args.device.type == "cpu" else {}
-    if args.jobs is None:
-        args.jobs = min(defaults.get("jobs", 1), os.cpu_count() or 1)
-    if args.threads is None:
-        args.threads = defaults.get("threads")
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        parser.error(f"--jobs and --threads take positive ints, got {args.jobs} and {args.threads}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if "jobs" in vars(args):
+        defaults = CPU_DEFAULTS.get(args.experiment, {}) if args.device.type == "cpu" else {}
+        if args.jobs is None:
+            args.jobs = min(defaults.get("jobs", 1), os.cpu_count() or 1)
+        if args.threads is None:
+            args.threads = defaults.get("threads")
+        if args.threads:
+            torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.name is not None and not args.name.replace("_", "").isalnum():
-        parser.error(f"--name must be letters, digits and underscores, got {args.name!r}")
-    for flag in ("episodes", "halve_every"):
-        value = getattr(args, flag)
-        if value is not None and (args.experiment != "omniglot-metric" or value < 1):
-            parser.error(f"--{flag.replace('_', '-')} takes a positive int and applies to omniglot-metric only")
-    if args.iterations is not None and (args.experiment not in ("omniglot-maml", "omniglot-mann") or args.iterations < 1):
-        parser.error("--iterations takes a positive int and applies to omniglot-maml and omniglot-mann only")
-    if args.model is not None and args.experiment != "recognizer":
-        parser.error("--model applies to the recognizer experiment only")
     record = results.provenance(args.name or args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,
                                 device=args.device)
     tic = time.perf_counter()
