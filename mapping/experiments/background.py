@@ -38,7 +38,7 @@ from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
 from ..transfer import inductive as ind
 from . import digits_da as da
-from .multitask import seed_summary
+from ..stats import seed_summary
 from .transfer_omniglot import TransferConfig
 
 

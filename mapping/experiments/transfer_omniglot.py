@@ -33,7 +33,7 @@ from .. import budget
 from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..transfer import inductive as ind
 from ..transfer import unsupervised as uns
-from .multitask import seed_summary
+from ..stats import seed_summary
 
 REPRESENTATIONS = ("pixels", "random", "rotation")
 
