@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..checks import check_int, check_number
 from .aggregator_base import Aggregator, check_gramian, check_jacobian
-from .qp_aggregators import CAGrad, IMTLG, UPGrad, nonneg_qp, project_simplex
+from .qp_aggregators import CAGrad, IMTLG, UPGrad, nonneg_qp, project_simplex  # noqa: F401  (re-exported)
 
 __all__ = ["Aggregator", "CAGrad", "IMTLG", "MGDA", "Mean", "PCGrad", "UPGrad", "check_gramian", "check_jacobian",
            "nonneg_qp"]  # Aggregator and the checks live in .aggregator_base; CAGrad, UPGrad, IMTLG and nonneg_qp

@@ -20,7 +20,7 @@ Task ``i``'s gradient on the shared parameters is row ``g_i`` of the Jacobian ``
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
