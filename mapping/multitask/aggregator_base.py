@@ -16,14 +16,20 @@ from torch import Tensor
 __all__ = ["Aggregator", "check_gramian", "check_jacobian"]
 
 
+def _check_matrix(name: str, value: object, square: bool, form: str) -> None:
+    """``value``: a 2-D floating tensor with at least one row (and square when ``square``), else ``ValueError``."""
+    if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] == 0 \
+            or (square and value.shape[0] != value.shape[1]):
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be {form}, got {shape}")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must hold floating-point values, got {value.dtype}")
+
+
 def check_jacobian(jacobian: object) -> Tensor:
     """``jacobian``: a finite 2-D floating tensor (tasks, parameters) with at least one task."""
-    if not isinstance(jacobian, Tensor) or jacobian.dim() != 2 or jacobian.shape[0] == 0:
-        shape = tuple(jacobian.shape) if isinstance(jacobian, Tensor) else type(jacobian).__name__
-        raise ValueError(f"jacobian must be a 2-D tensor (tasks, parameters) with at least one task (one row per "
-                         f"task gradient, e.g. from task_jacobian), got {shape}")
-    if not jacobian.is_floating_point():
-        raise ValueError(f"jacobian must hold floating-point values, got {jacobian.dtype}")
+    _check_matrix("jacobian", jacobian, False, "a 2-D tensor (tasks, parameters) with at least one task (one row "
+                  "per task gradient, e.g. from task_jacobian)")
     if not torch.isfinite(jacobian).all():
         task = int((~torch.isfinite(jacobian)).any(1).nonzero()[0])
         raise FloatingPointError(f"jacobian holds a non-finite value in row {task} (task {task}'s gradient)")
@@ -32,13 +38,7 @@ def check_jacobian(jacobian: object) -> Tensor:
 
 def check_gramian(gramian: object) -> Tensor:
     """``gramian``: a finite, square, symmetric (to rounding) floating tensor; returned symmetrised, float64, on CPU."""
-    if not isinstance(gramian, Tensor) or gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1] \
-            or gramian.shape[0] == 0:
-        shape = tuple(gramian.shape) if isinstance(gramian, Tensor) else type(gramian).__name__
-        raise ValueError(f"gramian must be a square (T, T) tensor G = J J^T of the task gradients' inner products, "
-                         f"got {shape}")
-    if not gramian.is_floating_point():
-        raise ValueError(f"gramian must hold floating-point values, got {gramian.dtype}")
+    _check_matrix("gramian", gramian, True, "a square (T, T) tensor G = J J^T of the task gradients' inner products")
     if not torch.isfinite(gramian).all():
         raise FloatingPointError("gramian holds a non-finite value (nan or inf): some task gradient is not finite")
     G = gramian.detach().to("cpu", torch.float64)  # (T, T): the small problems run on the CPU
