@@ -75,6 +75,13 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def generator(seed: int, stream: int) -> torch.Generator:
+    """A ``torch.Generator`` for stream ``stream`` of ``seed``: independent streams, never shared across seeds
+    (NumPy's ``SeedSequence((seed, stream))`` hashes the pair into the generator's seed)."""
+    state = np.random.SeedSequence((seed, stream)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def device_name(device: torch.device | None = None) -> str:
     """A human-readable name of the hardware, for provenance: the GPU's name or the CPU model and cores."""
     device = device or get_device()

@@ -19,6 +19,7 @@ import platform
 import re
 import subprocess
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,7 @@ def describe(record: dict[str, Any]) -> str:
     return (f"{portable(record['command'])} (mode {record['mode']}, seed {record['seed']}, {record['device']}, "
             f"torch {record['torch']}, commit {commit}, {record['wall_seconds'] / 60:.1f} min)")
 
+
+def config_dict(config) -> dict[str, Any]:
+    """Any dataclass config as a JSON-ready dict (tuples as lists), as results files record it."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

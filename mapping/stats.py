@@ -8,6 +8,7 @@ tasks, never a mean: a mean over tasks where a few explode measures only those f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -58,4 +59,28 @@ def step_summary(losses: Tensor, factor: float = DIVERGENCE_FACTOR) -> list[dict
     return out
 
 
-__all__ = ["DIVERGENCE_FACTOR", "diverged", "mean_ci95", "step_summary"]
+def t_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and half-width of Student's t 95% interval over a few seeds (``nan`` half-width with one value)."""
+    from scipy.stats import t as student  # scipy comes with scikit-learn
+    n = values.numel()
+    half = float(student.ppf(0.975, n - 1)) * values.double().std().item() / math.sqrt(n) if n > 1 else math.nan
+    return values.double().mean().item(), half
+
+
+def seed_summary(per_seed: dict[str, list[float]], seeds: tuple[int, ...],
+                 prefix: Callable[[str], str] = lambda key: key.removesuffix("/acc")) -> dict[str, float]:
+    """For each ``key`` of ``per_seed`` (one value per seed): ``key`` -> the mean, ``{prefix}/ci95`` -> the half-width
+    of Student's t 95% interval (:func:`t_ci95`; absent with one seed) and ``{prefix}/seed{s}`` -> each value,
+    ``prefix(key)`` being by default the key without a final ``/acc``."""
+    out: dict[str, float] = {}
+    for key, values in per_seed.items():
+        mean, half = t_ci95(torch.tensor(values, dtype=torch.float64))
+        p = prefix(key)
+        out[key] = mean
+        if len(values) > 1:
+            out[f"{p}/ci95"] = half
+        out.update({f"{p}/seed{s}": v for s, v in zip(seeds, values)})
+    return out
+
+
+__all__ = ["DIVERGENCE_FACTOR", "diverged", "mean_ci95", "seed_summary", "step_summary", "t_ci95"]

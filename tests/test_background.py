@@ -94,8 +94,8 @@ def test_every_new_alphabet_run_takes_about_the_same_number_of_steps(fake_root, 
         seen.append((train_y.numel(), epochs, batch))
         return 50.0
 
-    monkeypatch.setattr(bg.ind, "pretrain", lambda *a, **kw: ({}, float("nan")))
-    monkeypatch.setattr(bg.ind, "transfer", record)
+    monkeypatch.setattr(bg.ob, "pretrain", lambda *a, **kw: ({}, float("nan")))
+    monkeypatch.setattr(bg.ob, "transfer", record)
     bg.new_alphabet(tiny(shots=(1, 5), transfer_steps=7, batch=4, seeds=(0,)), fake_root, strict=False)
     assert {n for n, _, _ in seen} == {4, 20}  # fake alphabets of 4 characters, k = 1 and 5
     for n, epochs, batch in seen:

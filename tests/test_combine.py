@@ -9,7 +9,7 @@ from mapping.data import omniglot_multitask
 from mapping.data.omniglot import load_omniglot
 from mapping.experiments import combine as co
 from mapping.meta import PrototypicalNetwork
-from mapping.transfer import inductive as ind
+from mapping.experiments import omniglot_backbone as ob
 from test_transfer_inductive import templated_split
 
 
@@ -34,7 +34,7 @@ def test_multitask_pretraining_learns_and_gives_a_backbone():
                         ("A", "B", "C"), split.names)  # three alphabets
     state, losses = co.pretrain_multitask(split, 8, drawers=10, batch=32, lr=3e-3, hidden=8, seed=0)
     assert len(losses) == 8 and losses[-1] < 0.6 * losses[0]
-    trained, fresh = ind.backbone(state, 8), ind.backbone(None, 8)
+    trained, fresh = ob.backbone(state, 8), ob.backbone(None, 8)
     assert set(trained.state_dict()) == set(fresh.state_dict())
     assert not torch.equal(trained.state_dict()["body.0.conv.weight"], fresh.state_dict()["body.0.conv.weight"])
 
@@ -43,7 +43,7 @@ def test_evaluation_and_meta_training_are_seeded_and_the_same_for_every_start():
     torch.set_num_threads(1)
     split = templated_split(30, seed=1)
     config = tiny(episodes=3, checkpoints=(0, 3))
-    model = PrototypicalNetwork(ind.backbone(None, 8, 0))
+    model = PrototypicalNetwork(ob.backbone(None, 8, 0))
     assert co.evaluate(model, config, split, 0) == co.evaluate(model, config, split, 0)
     assert co.meta_train(None, config, split, split, 0) == co.meta_train(None, config, split, split, 0)
 
@@ -53,7 +53,7 @@ def test_evaluation_embeds_once_and_scores_as_each_setting_alone():
     from mapping.experiments.omniglot_metric import accuracy
     split = templated_split(30, seed=4)
     config = tiny(settings=((5, 1), (10, 1), (5, 3)), test_episodes=12)
-    model = PrototypicalNetwork(ind.backbone(None, 8, 0))
+    model = PrototypicalNetwork(ob.backbone(None, 8, 0))
     got = co.evaluate(model, config, split, 7)
     for n, k in config.settings:
         alone = accuracy(model, split.sampler(n, k, config.test_query), config.test_episodes,

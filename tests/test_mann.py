@@ -137,7 +137,7 @@ def test_mann_experiment_config_errors_name_the_argument():
     from mapping.experiments.omniglot_mann import MannConfig, build
     with pytest.raises(ValueError, match="models must be a non-empty tuple"):
         MannConfig(models=("ntm",))
-    with pytest.raises(ValueError, match="instances must be a positive int"):
+    with pytest.raises(ValueError, match="instances must be an int >= 1"):
         MannConfig(instances=0)
     with pytest.raises(ValueError, match="model must be one of"):
         build("gru", MannConfig())

@@ -186,7 +186,7 @@ def test_shuffled_batches_visit_every_example_once_per_epoch():
     x, targets = batches[0]
     row = (data.x == x[0]).all(1).nonzero()[0, 0]
     assert targets["a"][0] == data.targets["a"][row] and targets["b"][0] == data.targets["b"][row]
-    with pytest.raises(ValueError, match="batch must be a positive int"):
+    with pytest.raises(ValueError, match="batch must be an int >= 1"):
         list(shuffled_batches(data, 0))
 
 

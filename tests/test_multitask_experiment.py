@@ -56,11 +56,6 @@ def test_unknown_trunk_is_refused_by_name(kwargs):
         mt.build("hard", 144, 32, 10, trunk=kwargs["trunk"])
 
 
-def test_t_interval_matches_the_student_quantile():
-    mean, half = mt.t_ci95(torch.tensor([1.0, 2.0, 3.0]))
-    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3 ** 0.5, rel=1e-6)
-
-
 def test_reproduce_multitask_writes_a_record(tmp_path, monkeypatch):
     monkeypatch.setenv("MAPPING_CACHE", str(tmp_path / "cache"))
     assert reproduce.main(["multitask", "--mode", "smoke", "--methods", "hard", "pcgrad", "--out",

@@ -520,14 +520,14 @@ def test_bad_jacobian(bad, error, match):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: MGDA(max_iter=0), "max_iter must be a positive int"),
-    (lambda: MGDA(tol=-1.0), "tol must be a non-negative finite float"),
-    (lambda: CAGrad(c=-0.5), "c must be a non-negative finite float"),
-    (lambda: CAGrad(c=math.inf), "c must be a non-negative finite float"),
-    (lambda: CAGrad(max_iter=2.5), "max_iter must be a positive int"),
+    (lambda: MGDA(max_iter=0), "max_iter must be an int >= 1"),
+    (lambda: MGDA(tol=-1.0), "tol must be a finite real number >= 0"),
+    (lambda: CAGrad(c=-0.5), "c must be a finite real number >= 0"),
+    (lambda: CAGrad(c=math.inf), "c must be a finite real number >= 0"),
+    (lambda: CAGrad(max_iter=2.5), "max_iter must be an int >= 1"),
     (lambda: CAGrad(rescale=3), "rescale must be 0"),
-    (lambda: UPGrad(reg_eps=-1.0), "reg_eps must be a non-negative finite float"),
-    (lambda: IMTLG(rtol="0"), "rtol must be a non-negative finite float"),
+    (lambda: UPGrad(reg_eps=-1.0), "reg_eps must be a finite real number >= 0"),
+    (lambda: IMTLG(rtol="0"), "rtol must be a finite real number >= 0"),
 ])
 def test_bad_aggregator_arguments(make, match):
     with pytest.raises(ValueError, match=match):

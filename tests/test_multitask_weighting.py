@@ -250,8 +250,8 @@ def all_weightings(t=3):
     (torch.ones(1, 3, dtype=D), ValueError, r"losses must be a 1-D float tensor of shape \(3,\).*shape \(1, 3\)"),
     (torch.ones(3, dtype=torch.int64), ValueError, r"losses must be a 1-D float tensor.*int64"),
     ([1.0, 2.0, 3.0], ValueError, r"losses must be a 1-D float tensor.*got list"),
-    (torch.tensor([1.0, float("nan"), 1.0], dtype=D), FloatingPointError, r"losses\[1\] \(task 1\) is not finite"),
-    (torch.tensor([1.0, 1.0, float("inf")], dtype=D), FloatingPointError, r"losses\[2\] \(task 2\) is not finite"),
+    (torch.tensor([1.0, float("nan"), 1.0], dtype=D), FloatingPointError, r"losses\[1\] is not finite"),
+    (torch.tensor([1.0, 1.0, float("inf")], dtype=D), FloatingPointError, r"losses\[2\] is not finite"),
 ])
 def test_bad_losses_are_named_and_change_no_state(bad, error, match):
     for weighting in all_weightings():
@@ -301,23 +301,23 @@ def test_non_finite_weights_are_named():
     uw = UncertaintyWeighting(3).double()
     with torch.no_grad():
         uw.log_vars[2] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"log_vars\[2\] \(task 2\) is not finite"):
+    with pytest.raises(FloatingPointError, match=r"log_vars\[2\] is not finite"):
         uw(losses)
     model, x, targets = toy_two_tasks(0)
     gn = GradNorm(2).double()
     with torch.no_grad():
         gn.w[1] = float("inf")
-    with pytest.raises(FloatingPointError, match=r"weights\[1\] \(task 1\) is not finite"):
+    with pytest.raises(FloatingPointError, match=r"weights\[1\] is not finite"):
         gn(task_losses(model(x), targets, mse), shared=model.trunk.parameters())
     famo = FAMO(3)
     famo.logits[0] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"logits\[0\] \(task 0\) is not finite"):
+    with pytest.raises(FloatingPointError, match=r"logits\[0\] is not finite"):
         famo(losses)
     dwa = DynamicWeightAverage(3)
     for values in ((0.0, 1.0, 1.0), (1.0, 1.0, 1.0)):  # epoch average 0 for task 0, then r_0 = inf
         dwa(losses_of(*values))
         dwa.end_epoch()
-    with pytest.raises(FloatingPointError, match=r"weights\[0\] \(task 0\) is not finite"):
+    with pytest.raises(FloatingPointError, match=r"weights\[0\] is not finite"):
         dwa(losses)
     assert dwa._count == 0
 
@@ -341,5 +341,5 @@ def test_famo_rejects_losses_at_the_bound_and_update_without_forward():
                                   DynamicWeightAverage, FAMO])
 def test_num_tasks_must_be_a_positive_int(make):
     for bad in (0, 2.0, True, "2"):
-        with pytest.raises(ValueError, match="num_tasks must be a positive int"):
+        with pytest.raises(ValueError, match="num_tasks must be an int >= 1"):
             make(bad)

@@ -123,7 +123,7 @@ def test_widen_head_keeps_the_body_and_starts_every_class_equal(method):
 def test_config_errors_name_the_argument():
     with pytest.raises(ValueError, match="method must be one of"):
         om.MamlConfig(method="protonet")
-    with pytest.raises(ValueError, match="meta_batch must be a positive int"):
+    with pytest.raises(ValueError, match="meta_batch must be an int >= 1"):
         om.MamlConfig(meta_batch=0)
     paper = om.MamlConfig.paper("maml", 20, 5)
     assert (paper.alpha, paper.steps, paper.meta_batch, paper.query, paper.iterations) == (0.1, 5, 16, 5, 60_000)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mapping.stats import DIVERGENCE_FACTOR, diverged, mean_ci95, step_summary
+from mapping.stats import DIVERGENCE_FACTOR, diverged, mean_ci95, seed_summary, step_summary, t_ci95
 
 NAN, INF = float("nan"), float("inf")
 
@@ -47,3 +47,17 @@ def test_bad_losses_are_named(losses, match):
 def test_bad_factor_is_named(factor):
     with pytest.raises(ValueError, match="factor must be a number above 1"):
         diverged(torch.ones(2, 2), factor)
+
+
+def test_t_interval_matches_the_student_quantile():
+    mean, half = t_ci95(torch.tensor([1.0, 2.0, 3.0]))
+    assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / 3 ** 0.5, rel=1e-6)
+    assert math.isnan(t_ci95(torch.tensor([4.0]))[1])
+
+
+def test_seed_summary_keeps_the_mean_the_interval_and_every_seed():
+    out = seed_summary({"m/acc": [1.0, 2.0, 3.0], "one/acc": [5.0, 6.0, 7.0]}, (0, 1, 2))
+    assert out["m/acc"] == 2.0 and out["m/ci95"] == pytest.approx(t_ci95(torch.tensor([1.0, 2.0, 3.0]))[1])
+    assert [out[f"m/seed{s}"] for s in (0, 1, 2)] == [1.0, 2.0, 3.0] and out["one/seed2"] == 7.0
+    single = seed_summary({"x": [4.0]}, (3,), prefix=lambda key: key + "/p")
+    assert single == {"x": 4.0, "x/p/seed3": 4.0}  # no interval from one seed

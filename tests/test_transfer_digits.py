@@ -86,7 +86,7 @@ def test_bad_input_errors():
         domains("blur")
     with pytest.raises(ValueError, match="methods must be a non-empty tuple"):
         DigitsDAConfig(methods=("source_only", "dan"))
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         DigitsDAConfig(steps=0)
     with pytest.raises(ValueError, match="validation must be True or False"):
         domains("texture", 0, validation="yes")

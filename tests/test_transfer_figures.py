@@ -17,7 +17,7 @@ from mapping.experiments import combine as co  # noqa: E402
 from mapping.experiments import digits_da as da  # noqa: E402
 from mapping.experiments import moons as mo  # noqa: E402
 from mapping.experiments import transfer_omniglot as to  # noqa: E402
-from mapping.transfer import inductive as ind  # noqa: E402
+from mapping.experiments import omniglot_backbone as ob  # noqa: E402
 from test_transfer_inductive import templated_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,17 +33,17 @@ def test_pretrained_is_computed_once_and_equals_pretrain(fake_cache, monkeypatch
     torch.set_num_threads(1)
     split = templated_split(6, seed=0)
     calls = []
-    real = ind.pretrain
-    monkeypatch.setattr(ind, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
-    first = ind.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=0)
-    again = ind.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=0)
+    real = ob.pretrain
+    monkeypatch.setattr(ob, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = ob.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=0)
+    again = ob.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=0)
     assert len(calls) == 1 and first[2] > 0 and again[2] == pytest.approx(first[2])
     state, val = real(split, 1, drawers=10, batch=16, hidden=8, seed=0)
     assert state.keys() == again[0].keys() and all(torch.equal(state[n], again[0][n]) for n in state)
     assert val == pytest.approx(again[1])
-    ind.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=1)  # another seed: computed
-    ind.pretrained(templated_split(6, seed=1), 1, drawers=10, batch=16, hidden=8, seed=0)  # other images
-    assert len(calls) == 3 and ind.fingerprint(split) != ind.fingerprint(templated_split(6, seed=1))
+    ob.pretrained(split, 1, drawers=10, batch=16, hidden=8, seed=1)  # another seed: computed
+    ob.pretrained(templated_split(6, seed=1), 1, drawers=10, batch=16, hidden=8, seed=0)  # other images
+    assert len(calls) == 3 and ob.fingerprint(split) != ob.fingerprint(templated_split(6, seed=1))
     assert memo.path("omniglot-pretrain", {"x": 1}).parent.is_dir()
 
 

@@ -1,6 +1,7 @@
 """Tasks and datasets: one :class:`TaskBatch` for every few-shot problem, samplers that make them, and the
 multi-task sets (MultiDigits, GradNorm's toy, Omniglot with three tasks per image), and the domain shifts of
 transfer (the inter-twinning moons, shifted digits)."""
+from .batches import shuffled_batches
 from .episodes import EpisodeSampler
 from .files import omniglot_file, omniglot_root
 from .multidigits import MultiDigits, digit_split, overlay
@@ -24,4 +25,4 @@ __all__ = ["digit_split", "DomainShift", "EpisodeBatchSampler", "EpisodeCollate"
            "shift_colours", "SHIFT_KINDS", "shifted_digits", "Sinusoid", "small_split", "TaskBatch",
            "TEN_SIGMAS", "TEXTURE_HIGH", "toy_function", "validate_batch", "vinyals_split",
            "accuracy_by_instance", "episode_sequences", "offset_labels", "unseen_runs", "drawings_and_targets",
-           "GLYPHS", "draw_glyph", "glyph_drawings"]
+           "GLYPHS", "draw_glyph", "glyph_drawings", "shuffled_batches"]

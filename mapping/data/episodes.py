@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from .sampler import (ClassTable, EpisodeBatchSampler, EpisodeCollate, check_count, dataset_labels, draw_episodes,
+from ..checks import check_int
+from .sampler import (ClassTable, EpisodeBatchSampler, EpisodeCollate, dataset_labels, draw_episodes,
                       episode_batch, label_tensor)
 from .tasks import TaskBatch
 
@@ -50,9 +51,9 @@ class EpisodeSampler:
             raise ValueError("images must be a tensor of shape (classes, examples, *shape), "
                              f"got {getattr(images, 'shape', type(images).__name__)}")
         classes, examples = images.shape[:2]
-        check_count("n_way", n_way, classes, f"images holds {classes} classes")
-        check_count("k_shot", k_shot, examples, f"images holds {examples} examples per class")
-        check_count("q_query", q_query, examples, f"images holds {examples} examples per class")
+        check_int("n_way", n_way, 1, classes, f"images holds {classes} classes")
+        check_int("k_shot", k_shot, 1, examples, f"images holds {examples} examples per class")
+        check_int("q_query", q_query, 1, examples, f"images holds {examples} examples per class")
         if k_shot + q_query > examples:
             raise ValueError(f"k_shot + q_query must be at most {examples} (the examples per class, e.g. "
                              f"Omniglot's 20 drawers), so that no example is both support and query; "
@@ -104,12 +105,12 @@ class EpisodeSampler:
         """Validate the counts against the class sizes of ``y`` and build the class table."""
         full = ClassTable.from_labels(y)
         largest, total = int(full.counts.max()), len(full.labels)
-        check_count("k_shot", k_shot, largest, f"the largest class has {largest} examples")
-        check_count("q_query", q_query, largest, f"the largest class has {largest} examples")
+        check_int("k_shot", k_shot, 1, largest, f"the largest class has {largest} examples")
+        check_int("q_query", q_query, 1, largest, f"the largest class has {largest} examples")
         if k_shot + q_query > largest:
             raise ValueError(f"k_shot + q_query must be at most {largest} (the examples of the largest class), so "
                              f"that no example is both support and query; got k_shot={k_shot} + q_query={q_query}")
-        check_count("n_way", n_way, total, f"the labels name {total} classes")
+        check_int("n_way", n_way, 1, total, f"the labels name {total} classes")
         self.table, self.skipped_classes = full.at_least(k_shot + q_query)
         usable = len(self.table.labels)
         if usable < n_way:
@@ -137,7 +138,7 @@ class EpisodeSampler:
     def sample_indices(self, tasks: int, generator: torch.Generator | None = None) -> Tensor:
         """Dataset indices ``(tasks, n_way, k_shot + q_query)`` of ``tasks`` episodes, support before query;
         the draw of :meth:`sample` for the same generator state."""
-        check_count("tasks", tasks, None)
+        check_int("tasks", tasks, 1)
         return draw_episodes(self.table, tasks, self.n_way, self.k_shot + self.q_query, generator).indices
 
     def sample(self, tasks: int, generator: torch.Generator | None = None) -> TaskBatch:
@@ -152,7 +153,7 @@ class EpisodeSampler:
         ``support_indices`` and ``query_indices`` of the same shapes (for ``images``: ``class * examples +
         example``). Random numbers are drawn on the generator's device (the data's device without one).
         """
-        check_count("tasks", tasks, None)
+        check_int("tasks", tasks, 1)
         k = self.k_shot
         draw = draw_episodes(self.table, tasks, self.n_way, k + self.q_query, generator)
         info = {"classes": self.table.labels[draw.rows],  # (tasks, n_way)

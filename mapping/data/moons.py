@@ -41,8 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checks import check_int, check_number
+from ..device import generator
 from .multidigits import digit_split, load_digits
-from .multitask_toys import _check_int, generator
 
 SHIFT_KINDS = ("texture", "inverted", "noise")
 SPLITS = ("train", "test")
@@ -86,12 +87,11 @@ def inter_twinning_moons(n_per_domain: int = 150, noise: float = 0.05, angle: fl
     Each domain has ``n_per_domain`` points (``make_moons`` splits them between the two classes); ``n_test`` more
     target points, from a third stream, go to ``test_x``/``test_y``. ``x`` float32 ``(N, 2)``, ``y`` int64 ``(N,)``.
     """
-    _check_int("n_per_domain", n_per_domain, 2)
-    _check_int("n_test", n_test, 0)
-    _check_int("seed", seed, 0)
-    for name, value, low in (("noise", noise, 0.0), ("scale", scale, 1e-300)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
-            raise ValueError(f"{name} must be a finite real number >= {low:g}, got {value!r}")
+    check_int("n_per_domain", n_per_domain, 2)
+    check_int("n_test", n_test, 0)
+    check_int("seed", seed, 0)
+    check_number("noise", noise, 0.0)
+    check_number("scale", scale, 1e-300)
     if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not math.isfinite(angle):
         raise ValueError(f"angle must be a finite real number (degrees), got {angle!r}")
     draws = [_moons(n, noise, seed, s) for s, n in enumerate((n_per_domain, n_per_domain, n_test)) if n > 0]
@@ -142,7 +142,7 @@ def shifted_digits(split: str = "train", kind: str = "texture", seed: int = 0, *
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if kind not in SHIFT_KINDS:
         raise ValueError(f"kind must be one of {SHIFT_KINDS}, got {kind!r}")
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     images, labels = load_digits()  # (1797, 8, 8) in [0, 1], (1797,)
     index = digit_split(test_fraction, split_seed)[split]  # (N,)
     digits, y = images[index], labels[index]  # (N, 8, 8), (N,)

@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .multitask_toys import MultiTaskDataset, _check_int, generator
+from ..checks import check_int
+from ..device import generator
+from .multitask_toys import MultiTaskDataset
 
 DIGIT = 8  # side of a scikit-learn digit, pixels
 CLASSES = 10
@@ -48,11 +50,11 @@ class MultiDigits(MultiTaskDataset):
         if split not in PAIRS:
             raise ValueError(f"split must be one of {sorted(PAIRS)}, got {split!r}")
         pairs = PAIRS[split] if pairs is None else pairs
-        _check_int("pairs", pairs, 1)
-        _check_int("seed", seed, 0)
+        check_int("pairs", pairs, 1)
+        check_int("seed", seed, 0)
         if isinstance(shift, bool) or not isinstance(shift, int) or not 1 <= shift < DIGIT:
             raise ValueError(f"shift must be an int in 1..{DIGIT - 1} so that the digits overlap partly, got {shift!r}")
-        _check_int("margin", margin, 0)
+        check_int("margin", margin, 0)
         images, labels = load_digits()  # (1797, 8, 8), (1797,)
         self.pool = digit_split(test_fraction, split_seed)[split]  # (n,) indices into load_digits()
         g = generator(seed, 0)
@@ -80,7 +82,7 @@ def digit_split(test_fraction: float = 0.25, split_seed: int = 0) -> dict[str, T
     """
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, float) or not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be a float strictly between 0 and 1, got {test_fraction!r}")
-    _check_int("split_seed", split_seed, 0)
+    check_int("split_seed", split_seed, 0)
     _, labels = load_digits()  # (1797,)
     g, test = generator(split_seed, 1), []
     for c in range(CLASSES):

@@ -37,10 +37,12 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ..checks import check_int, is_real
+from ..device import generator
 
 PAPER_SIGMAS = (1.0, 100.0)  # Chen et al. 2018, §4: (sigma_0, sigma_1) for T = 2
 TEN_SIGMAS = tuple(float(10 ** (2 * i / 9)) for i in range(10))  # our choice for T = 10: 1 ... 100, log-spaced
@@ -109,15 +111,15 @@ def gradnorm_toy(sigmas: Sequence[float] = PAPER_SIGMAS, *, train: int = 10_000,
     not change with ``train``. See the module docstring for the choices the paper leaves open.
     """
     sigmas = tuple(sigmas) if isinstance(sigmas, (list, tuple)) else sigmas
-    if not isinstance(sigmas, tuple) or not sigmas or not all(_is_real(s) and 0 < s < math.inf for s in sigmas):
+    if not isinstance(sigmas, tuple) or not sigmas or not all(is_real(s) and 0 < s < math.inf for s in sigmas):
         raise ValueError(f"sigmas must be a non-empty list or tuple of finite positive scales, got {sigmas!r}")
     for name, value in (("train", train), ("test", test), ("inputs", inputs), ("outputs", outputs)):
-        _check_int(name, value, 1)
-    _check_int("seed", seed, 0)
+        check_int(name, value, 1)
+    check_int("seed", seed, 0)
     if not isinstance(normalise, bool):
         raise ValueError(f"normalise must be True or False, got {normalise!r}")
     for name, value in (("b_std", b_std), ("eps_std", eps_std)):
-        if not (_is_real(value) and 0 <= value < math.inf):
+        if not (is_real(value) and 0 <= value < math.inf):
             raise ValueError(f"{name} must be a finite non-negative standard deviation, got {value!r}")
     T = len(sigmas)
     B = b_std * torch.randn(outputs, inputs, generator=generator(seed, 0))  # (outputs, inputs)
@@ -131,21 +133,6 @@ def gradnorm_toy(sigmas: Sequence[float] = PAPER_SIGMAS, *, train: int = 10_000,
         y = toy_function(x, B, epsilon, sigma)  # (n, T, outputs)
         sets.append(MultiTaskDataset(x, {f"task{i}": y[:, i] for i in range(T)}))
     return GradNormToy(B, epsilon, sigma, *sets)
-
-
-def generator(seed: int, stream: int) -> torch.Generator:
-    """A ``torch.Generator`` for stream ``stream`` of ``seed``: independent streams, never shared across seeds."""
-    state = np.random.SeedSequence((seed, stream)).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 __all__ = ["GradNormToy", "MultiTaskDataset", "PAPER_SIGMAS", "TEN_SIGMAS", "gradnorm_toy", "toy_function"]

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .multitask_toys import MultiTaskDataset, _check_int
+from ..checks import check_int
+from .multitask_toys import MultiTaskDataset
 from .omniglot import DRAWERS, OmniglotSplit, load_omniglot
 
 class OmniglotMultitask(MultiTaskDataset):
@@ -59,7 +60,7 @@ def omniglot_multitask(split: str = "train", *, train_drawers: int = 15, standar
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    _check_int("train_drawers", train_drawers, 1)
+    check_int("train_drawers", train_drawers, 1)
     if train_drawers >= DRAWERS:
         raise ValueError(f"train_drawers must be below {DRAWERS} so that test keeps a drawer, got {train_drawers}")
     if not isinstance(standardise, bool):

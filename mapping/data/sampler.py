@@ -23,14 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, Sampler
 
+from ..checks import check_int
 from .tasks import TaskBatch
-
-
-def check_count(name: str, value: object, limit: int | None, why: str = "") -> None:
-    """``ValueError`` naming ``name`` unless ``value`` is an int in ``[1, limit]`` (``limit=None``: no upper bound)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (limit is not None and value > limit):
-        expected = "an int >= 1" if limit is None else f"an int in [1, {limit}]"
-        raise ValueError(f"{name} must be {expected}{f' ({why})' if why else ''}, got {value!r}")
 
 
 def random_subsets(rows: tuple[int, ...], population: int, size: int,
@@ -220,8 +214,8 @@ class EpisodeBatchSampler(Sampler[list[int]]):
 
     def __init__(self, draw: Callable[[int, torch.Generator], Tensor], batches: int, tasks: int = 1,
                  generator: torch.Generator | None = None, seed: int | None = None) -> None:
-        check_count("batches", batches, None, "episode batches per epoch")
-        check_count("tasks", tasks, None, "episodes per batch")
+        check_int("batches", batches, 1, why="episode batches per epoch")
+        check_int("tasks", tasks, 1, why="episodes per batch")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

@@ -15,7 +15,7 @@
 * **No transfer** (§1.2.3 缺乏迁移学习能力), :func:`new_alphabet`: each of Omniglot's evaluation alphabets (never seen
   in pre-training) is a new ``C``-way problem with ``k`` labelled drawings per character; a network trained from
   scratch against one fine-tuned from a classifier of the 964 background characters
-  (:func:`mapping.transfer.inductive.transfer`, with :class:`~mapping.experiments.transfer_omniglot.TransferConfig`'s
+  (:func:`mapping.experiments.omniglot_backbone.transfer`, with :class:`~mapping.experiments.transfer_omniglot.TransferConfig`'s
   learning rates, chosen on the background set only). Every run takes about ``transfer_steps`` optimizer steps,
   whatever ``k``: with a budget of training *examples* instead, a 1-shot run (one batch per epoch) takes more steps
   than a 5-shot one, and training from scratch, the method most limited by steps, then came out worse at ``k = 5``
@@ -36,9 +36,9 @@ from .checks import check_ints
 from .. import budget
 from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
-from ..transfer import inductive as ind
+from . import omniglot_backbone as ob
 from . import digits_da as da
-from .multitask import seed_summary
+from ..stats import seed_summary
 from .transfer_omniglot import TransferConfig
 
 
@@ -148,17 +148,17 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
     per_seed: dict[str, list[float]] = {}
     per_alphabet: dict[str, list[float]] = {}
     for seed in config.seeds:
-        state, _, _ = ind.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
+        state, _, _ = ob.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
                                      batch=config.batch, hidden=config.hidden, seed=seed)  # once per configuration
         for k in config.shots:
             means = {"scratch": [], "finetune": []}
             for a, name in enumerate(names):
                 alphabet = target.subset(torch.nonzero(target.alphabet_index == a)[:, 0])
-                split = ind.few_shot_split(alphabet, k, seed)
+                split = ob.few_shot_split(alphabet, k, seed)
                 epochs = max(config.min_epochs,  # about transfer_steps steps, whatever k
                              math.ceil(config.transfer_steps / math.ceil(split.train_y.numel() / config.batch)))
                 for method in means:
-                    acc = ind.transfer(method, None if method == "scratch" else state, split.train_x, split.train_y,
+                    acc = ob.transfer(method, None if method == "scratch" else state, split.train_x, split.train_y,
                                        split.test_x, split.test_y, epochs=epochs, seed=seed, batch=config.batch,
                                        lr=lrs.lr(method),
                                        backbone_lr_scale=lrs.backbone_lr_scale, hidden=config.hidden)

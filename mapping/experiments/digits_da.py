@@ -283,7 +283,7 @@ def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[s
     ``/separability/seed{s}``), and for each adaptation method the share of the gap between source-only and
     target-supervised it closes, ``digits/{method}/gap_closed`` (from the means, per seed ``/gap_closed/seed{s}``);
     with the first seed's models, for :func:`feature_views`. ``validation``: see :func:`domains`."""
-    from .multitask import t_ci95
+    from ..stats import t_ci95
     metrics: dict[str, float] = {}
     models: dict[str, DigitsNet] = {}
     for seed in config.seeds:

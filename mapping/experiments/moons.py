@@ -183,7 +183,7 @@ def run_sweep(config: MoonsConfig) -> dict[str, float]:
     """``moons/{angle}/{method}/acc`` and ``/ci95`` (target-sample accuracy, %, Student's t over seeds), per seed
     ``/seed{s}``, and ``moons/{angle}/dann/gap_closed``: the share of the gap between source-only and
     target-supervised that DANN closes, from the means (where both are in the sweep)."""
-    from .multitask import t_ci95
+    from ..stats import t_ci95
     metrics: dict[str, float] = {}
     for angle in config.angles:
         per_seed: dict[str, list[float]] = {m: [] for m in config.methods}

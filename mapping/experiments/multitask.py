@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +34,8 @@ from ..multitask import aggregators as agg
 from ..multitask import weighting as wt
 from ..multitask.architectures import CrossStitch, HardSharing, MMoE, SoftSharing, task_losses
 from ..multitask.backward import mtl_backward
+from ..results import config_dict  # noqa: F401  (re-exported: reproduce.py imports it from here)
+from ..stats import seed_summary, t_ci95  # noqa: F401  (re-exported: combine.py imports them from here)
 
 ARCHITECTURES = ("single", "hard", "soft", "cross_stitch", "mmoe")
 WEIGHTINGS = ("rlw", "uncertainty", "gradnorm", "dwa", "famo")
@@ -247,30 +248,6 @@ def accuracy(models: dict[str, nn.Module], data: MultiDigits, tasks=TASKS) -> di
     return out
 
 
-def t_ci95(values: Tensor) -> tuple[float, float]:
-    """Mean and half-width of Student's t 95% interval over a few seeds."""
-    from scipy.stats import t as student  # scipy comes with scikit-learn
-    n = values.numel()
-    half = float(student.ppf(0.975, n - 1)) * values.double().std().item() / math.sqrt(n) if n > 1 else math.nan
-    return values.double().mean().item(), half
-
-
-def seed_summary(per_seed: dict[str, list[float]], seeds: tuple[int, ...],
-                 prefix: Callable[[str], str] = lambda key: key.removesuffix("/acc")) -> dict[str, float]:
-    """For each ``key`` of ``per_seed`` (one value per seed): ``key`` -> the mean, ``{prefix}/ci95`` -> the half-width
-    of Student's t 95% interval (:func:`t_ci95`; absent with one seed) and ``{prefix}/seed{s}`` -> each value,
-    ``prefix(key)`` being by default the key without a final ``/acc``."""
-    out: dict[str, float] = {}
-    for key, values in per_seed.items():
-        mean, half = t_ci95(torch.tensor(values, dtype=torch.float64))
-        p = prefix(key)
-        out[key] = mean
-        if len(values) > 1:
-            out[f"{p}/ci95"] = half
-        out.update({f"{p}/seed{s}": v for s, v in zip(seeds, values)})
-    return out
-
-
 def run_multidigits(config: MultitaskConfig, progress: bool = False) -> dict[str, float]:
     """``{method}/{task}/acc`` and ``/ci95`` over seeds, per seed ``{method}/{task}/seed{s}``, the seconds per
     epoch, each method's difference to the single-task models paired by seed (``{method}/{task}/gain`` and
@@ -378,12 +355,7 @@ def run_toy(config: ToyConfig) -> tuple[dict[str, float], dict[str, list]]:
     return metrics, curves
 
 
-def config_dict(config) -> dict:
-    """Any dataclass config as a JSON-ready dict (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
-
-
 __all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "ONE_TRUNK",
-           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict", "contains_zero",
+           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "contains_zero",
            "conv", "conv_blocks", "last_shared_layer", "paired", "parameter_count", "rule", "run_multidigits",
-           "run_toy", "seed_summary", "step", "t_ci95", "toy_losses", "train", "train_toy", "trunk_blocks"]
+           "run_toy", "step", "toy_losses", "train", "train_toy", "trunk_blocks"]

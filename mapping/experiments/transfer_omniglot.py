@@ -1,9 +1,9 @@
 """Inductive and unsupervised transfer from Omniglot's background alphabets to its evaluation alphabets.
 
 :func:`run_inductive` (Pan & Yang 2010, §3): per seed, one :class:`~mapping.nn.conv4.Conv4` is pre-trained to
-classify the 964 background characters (:func:`~mapping.transfer.inductive.pretrain`); then, for each ``k`` in
+classify the 964 background characters (:func:`~mapping.experiments.omniglot_backbone.pretrain`); then, for each ``k`` in
 ``shots``, the evaluation characters (``characters_per_alphabet`` of each of the 20 evaluation alphabets, the
-first ones in id order) get ``k`` labelled drawings each (:func:`~mapping.transfer.inductive.few_shot_split`,
+first ones in id order) get ``k`` labelled drawings each (:func:`~mapping.experiments.omniglot_backbone.few_shot_split`,
 same seed, the same split for every method) and each method of :data:`~mapping.transfer.inductive.METHODS` is
 scored by its accuracy (%) on the other ``20 - k`` drawings. Every transfer run sees about ``transfer_images``
 training examples, and at least ``min_epochs`` passes over its training set
@@ -32,8 +32,9 @@ from torch import Tensor
 from .. import budget
 from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..transfer import inductive as ind
+from . import omniglot_backbone as ob
 from ..transfer import unsupervised as uns
-from .multitask import seed_summary
+from ..stats import seed_summary
 
 REPRESENTATIONS = ("pixels", "random", "rotation")
 
@@ -107,15 +108,15 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
     target = target_characters(target, config.characters_per_alphabet)
     per_seed: dict[str, list[float]] = {}
     for seed in config.seeds:
-        state, val, _ = ind.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
+        state, val, _ = ob.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
                                        batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden, seed=seed)
         if val == val:  # not nan: some background drawers were held out
             per_seed.setdefault("inductive/pretrain/val_acc", []).append(val)
         for k in config.shots:
-            split = ind.few_shot_split(target, k, seed)
+            split = ob.few_shot_split(target, k, seed)
             epochs = max(config.min_epochs, round(config.transfer_images / split.train_y.numel()))
             for method in config.methods:
-                acc = ind.transfer(method, None if method == "scratch" else state, split.train_x, split.train_y,
+                acc = ob.transfer(method, None if method == "scratch" else state, split.train_x, split.train_y,
                                    split.test_x, split.test_y, epochs=epochs, seed=seed, batch=config.batch,
                                    lr=config.lr(method), backbone_lr_scale=config.backbone_lr_scale,
                                    hidden=config.hidden)

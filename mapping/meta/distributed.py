@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..checks import check_int
 from ..data.tasks import TaskBatch
 
 BACKENDS = ("gloo", "nccl")
@@ -45,18 +46,12 @@ class DistributedContext:
     backend: str
 
 
-def _check_count(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def shard_bounds(tasks: int, rank: int, world_size: int) -> tuple[int, int]:
     """``(start, stop)`` of rank ``rank``'s contiguous slice of ``tasks`` tasks: the first ``tasks % world_size``
     ranks take one task more (as :func:`torch.tensor_split`)."""
-    _check_count("world_size", world_size, 1)
-    _check_count("rank", rank, 0)
-    _check_count("tasks", tasks, 1)
+    check_int("world_size", world_size, 1)
+    check_int("rank", rank, 0)
+    check_int("tasks", tasks, 1)
     if rank >= world_size:
         raise ValueError(f"rank must be in [0, world_size) = [0, {world_size}), got {rank}")
     if tasks < world_size:
@@ -94,9 +89,9 @@ def all_reduce_meta_grads(parameters: Iterable[Tensor], local_tasks: int, total_
     extra collective); returns that sum ``N``.
     """
     _require_group()
-    _check_count("local_tasks", local_tasks, 1)
+    check_int("local_tasks", local_tasks, 1)
     if total_tasks is not None:
-        _check_count("total_tasks", total_tasks, 1)
+        check_int("total_tasks", total_tasks, 1)
     params = [p for p in parameters if isinstance(p, Tensor) and p.requires_grad]
     groups: dict[tuple, list[Tensor]] = {}
     for p in params:
@@ -125,7 +120,7 @@ def all_reduce_mean(value: Tensor, local_tasks: int) -> Tensor:
     """The mean over all tasks of a per-rank mean ``value`` (e.g. the local meta-loss), weighted as the
     gradients are; detached."""
     _require_group()
-    _check_count("local_tasks", local_tasks, 1)
+    check_int("local_tasks", local_tasks, 1)
     if not isinstance(value, Tensor):
         raise ValueError(f"value must be a torch.Tensor, got {type(value).__name__}")
     flat = torch.cat([value.detach().reshape(-1) * local_tasks, value.new_full((1,), float(local_tasks))])  # (n+1,)
@@ -180,7 +175,7 @@ def init_from_env(backend: str | None = None) -> DistributedContext:
     world_size = _env_int("WORLD_SIZE", 1 if alone else None)
     rank = _env_int("RANK", 0 if alone else None)
     local_rank = _env_int("LOCAL_RANK", 0 if alone else rank)
-    _check_count("WORLD_SIZE", world_size, 1)
+    check_int("WORLD_SIZE", world_size, 1)
     if not 0 <= rank < world_size:
         raise ValueError(f"RANK must be in [0, WORLD_SIZE) = [0, {world_size}), got {rank}")
     if local_rank < 0:

@@ -19,81 +19,18 @@ task gradients into each shared parameter's ``.grad``.
 """
 from __future__ import annotations
 
-import inspect
 import math
-from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
+from ..checks import check_int, check_number
+from .aggregator_base import Aggregator, check_gramian, check_jacobian
+from .qp_aggregators import CAGrad, IMTLG, UPGrad, nonneg_qp, project_simplex  # noqa: F401  (re-exported)
+
 __all__ = ["Aggregator", "CAGrad", "IMTLG", "MGDA", "Mean", "PCGrad", "UPGrad", "check_gramian", "check_jacobian",
-           "nonneg_qp"]  # CAGrad, UPGrad, IMTLG and nonneg_qp live in .qp_aggregators and are re-exported below
-
-
-def check_jacobian(jacobian: object) -> Tensor:
-    """``jacobian``: a finite 2-D floating tensor (tasks, parameters) with at least one task."""
-    if not isinstance(jacobian, Tensor) or jacobian.dim() != 2 or jacobian.shape[0] == 0:
-        shape = tuple(jacobian.shape) if isinstance(jacobian, Tensor) else type(jacobian).__name__
-        raise ValueError(f"jacobian must be a 2-D tensor (tasks, parameters) with at least one task (one row per "
-                         f"task gradient, e.g. from task_jacobian), got {shape}")
-    if not jacobian.is_floating_point():
-        raise ValueError(f"jacobian must hold floating-point values, got {jacobian.dtype}")
-    if not torch.isfinite(jacobian).all():
-        task = int((~torch.isfinite(jacobian)).any(1).nonzero()[0])
-        raise FloatingPointError(f"jacobian holds a non-finite value in row {task} (task {task}'s gradient)")
-    return jacobian
-
-
-def check_gramian(gramian: object) -> Tensor:
-    """``gramian``: a finite, square, symmetric (to rounding) floating tensor; returned symmetrised, float64, on CPU."""
-    if not isinstance(gramian, Tensor) or gramian.dim() != 2 or gramian.shape[0] != gramian.shape[1] \
-            or gramian.shape[0] == 0:
-        shape = tuple(gramian.shape) if isinstance(gramian, Tensor) else type(gramian).__name__
-        raise ValueError(f"gramian must be a square (T, T) tensor G = J J^T of the task gradients' inner products, "
-                         f"got {shape}")
-    if not gramian.is_floating_point():
-        raise ValueError(f"gramian must hold floating-point values, got {gramian.dtype}")
-    if not torch.isfinite(gramian).all():
-        raise FloatingPointError("gramian holds a non-finite value (nan or inf): some task gradient is not finite")
-    G = gramian.detach().to("cpu", torch.float64)  # (T, T): the small problems run on the CPU
-    scale = max(G.abs().max().item(), torch.finfo(torch.float64).tiny)
-    tol = math.sqrt(torch.finfo(gramian.dtype).eps) * scale
-    if (G - G.T).abs().max().item() > tol:
-        raise ValueError(f"gramian must be symmetric (G = J J^T), but max |G - G^T| = "
-                         f"{(G - G.T).abs().max().item():.3g} exceeds {tol:.3g}")
-    if G.diagonal().min().item() < -tol:
-        raise ValueError("gramian has a negative diagonal entry, but G[i, i] = ||g_i||^2 >= 0")
-    return (G + G.T) / 2  # (T, T)
-
-
-def _check_number(name: str, value: object, *, integer: bool = False, positive: bool = False) -> None:
-    """``value`` is a finite non-negative (or ``positive``) float, or int with ``integer``; else ``ValueError``."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not 0 <= value < math.inf \
-            or (positive and value == 0):
-        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} "
-                         f"{'int' if integer else 'finite float'}, got {value!r}")
-
-
-class Aggregator(ABC):
-    """``weights(G) -> (T,)`` from the Gramian; ``aggregator(J) = weights(J J^T) @ J`` (P,)."""
-
-    def weights(self, gramian: Tensor) -> Tensor:
-        """The (T,) weights of the task gradients, in ``gramian``'s dtype and device (computed in float64)."""
-        return self._weights(check_gramian(gramian)).to(gramian.device, gramian.dtype)  # (T,)
-
-    def __call__(self, jacobian: Tensor) -> Tensor:
-        J = check_jacobian(jacobian)  # (T, P)
-        return self.weights(J @ J.T) @ J  # (P,)
-
-    @abstractmethod
-    def _weights(self, G: Tensor) -> Tensor:  # G: float64 (T, T), symmetric
-        """Each aggregator's rule: the (T,) weights from a checked float64 Gramian."""
-
-    def __repr__(self) -> str:
-        names = [n for n, p in inspect.signature(type(self).__init__).parameters.items()
-                 if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+           "nonneg_qp"]  # Aggregator and the checks live in .aggregator_base; CAGrad, UPGrad, IMTLG and nonneg_qp
+# in .qp_aggregators; all are re-exported here, the one place the book imports aggregators from
 
 
 class Mean(Aggregator):
@@ -176,8 +113,8 @@ class MGDA(Aggregator):
     """
 
     def __init__(self, max_iter: int = 250, tol: float = 1e-5) -> None:
-        _check_number("max_iter", max_iter, integer=True, positive=True)
-        _check_number("tol", tol)
+        check_int("max_iter", max_iter, 1)
+        check_number("tol", tol)
         self.max_iter, self.tol = max_iter, tol
 
     def _weights(self, G: Tensor) -> Tensor:
@@ -200,6 +137,3 @@ class MGDA(Aggregator):
                 break
         return w
 
-
-# The aggregators that solve a small problem on the Gramian (imported last: they subclass Aggregator).
-from .qp_aggregators import CAGrad, IMTLG, UPGrad, nonneg_qp, project_simplex  # noqa: E402,F401

@@ -15,15 +15,17 @@ Task ``i``'s gradient on the shared parameters is row ``g_i`` of the Jacobian ``
   each task gradient;
 * :func:`conflict_map`: the cosine matrix averaged over batches, on all shared parameters and layer by layer
   (:func:`layer_groups`), without training;
-* :func:`shuffled_batches`: epochs of shuffled mini-batches ``(x, {task: y})`` of a multi-task dataset.
+* :func:`shuffled_batches` (from :mod:`mapping.data.batches`, re-exported): epochs of shuffled mini-batches
+  ``(x, {task: y})`` of a multi-task dataset.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..data.batches import shuffled_batches
 from .aggregators import Mean, PCGrad, check_gramian
 from .architectures import task_losses
 from .backward import mtl_backward
@@ -100,20 +102,6 @@ class GramianRecorder:
 
     def __repr__(self) -> str:
         return f"GramianRecorder({self.aggregator!r})"
-
-
-def shuffled_batches(dataset, batch: int, epochs: int = 1, seed: int = 0) -> Iterator[tuple[Tensor, dict]]:
-    """``epochs`` passes over a multi-task dataset (``.x``, ``.targets``) in shuffled mini-batches of ``batch``.
-
-    Yields ``(x, {task: y})``; each epoch is a fresh permutation from a ``torch.Generator`` seeded by ``seed``.
-    """
-    for name, value in (("batch", batch), ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(dataset.x), generator=gen).split(batch):
-            yield dataset.x[idx], {t: y[idx] for t, y in dataset.targets.items()}
 
 
 def _shared(model: nn.Module, shared: Iterable[Tensor] | None) -> list[Tensor]:

@@ -1,8 +1,9 @@
 """Aggregators that solve a small problem on the Gramian ``G = J J^T``: CAGrad (a convex problem on the simplex),
 UPGrad (non-negative quadratic programmes, Quinton & Rey 2024, Proposition 1) and IMTL-G (a linear system).
 
-The base class, the input checks, :class:`~mapping.multitask.aggregators.Mean`, ``PCGrad`` and ``MGDA`` are in
-:mod:`mapping.multitask.aggregators`, which re-exports everything here.
+The base class and the input checks are in :mod:`mapping.multitask.aggregator_base`;
+:class:`~mapping.multitask.aggregators.Mean`, ``PCGrad`` and ``MGDA`` in :mod:`mapping.multitask.aggregators`, which
+re-exports everything here.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import math
 import torch
 from torch import Tensor
 
-from .aggregators import Aggregator, _check_number, check_gramian
+from ..checks import check_int, check_number
+from .aggregator_base import Aggregator, check_gramian
 
 __all__ = ["CAGrad", "IMTLG", "UPGrad", "nonneg_qp", "project_simplex"]
 
@@ -45,9 +47,9 @@ class CAGrad(Aggregator):
     """
 
     def __init__(self, c: float = 0.5, rescale: int = 1, max_iter: int = 500, tol: float = 1e-12) -> None:
-        _check_number("c", c)
-        _check_number("max_iter", max_iter, integer=True, positive=True)
-        _check_number("tol", tol)
+        check_number("c", c)
+        check_int("max_iter", max_iter, 1)
+        check_number("tol", tol)
         if rescale not in (0, 1, 2):
             raise ValueError(f"rescale must be 0 (none), 1 (divide by 1 + c^2) or 2 (divide by 1 + c), got {rescale!r}")
         self.c, self.rescale, self.max_iter, self.tol = float(c), rescale, max_iter, tol
@@ -154,7 +156,7 @@ class UPGrad(Aggregator):
     """
 
     def __init__(self, reg_eps: float = 0.0) -> None:
-        _check_number("reg_eps", reg_eps)
+        check_number("reg_eps", reg_eps)
         self.reg_eps = float(reg_eps)
 
     def projections(self, gramian: Tensor) -> Tensor:
@@ -190,7 +192,7 @@ class IMTLG(Aggregator):
     """
 
     def __init__(self, rtol: float = 1e-12) -> None:
-        _check_number("rtol", rtol)
+        check_number("rtol", rtol)
         self.rtol = rtol
 
     def _weights(self, G: Tensor) -> Tensor:

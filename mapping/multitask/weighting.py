@@ -23,20 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def check_finite(values: Tensor, name: str, hint: str = "") -> None:
-    """Raise ``FloatingPointError`` naming ``name[i]``, the first entry of a 1-D ``values`` that is nan or inf."""
-    bad = ~torch.isfinite(values.detach())  # (T,)
-    if bad.any():
-        i = int(bad.nonzero()[0])
-        raise FloatingPointError(f"{name}[{i}] (task {i}) is not finite ({values[i].item()}){hint}")
-
-
-def check_number(value: object, name: str, what: str, low: float = 0.0, strict: bool = True) -> float:
-    """``value``: a real number above ``low`` (at least ``low`` when not ``strict``); returns it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > low if strict else value >= low):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return float(value)
+from ..checks import check_finite, check_int, check_number
 
 
 class Weighting(nn.Module):
@@ -44,9 +31,7 @@ class Weighting(nn.Module):
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
-        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int (how many task losses), got {num_tasks!r}")
-        self.num_tasks = num_tasks
+        self.num_tasks = check_int("num_tasks", num_tasks, 1, why="how many task losses")
         self.weights: Tensor | None = None  # (T,) weights of the last call, None before the first
 
     def check_losses(self, losses: object, name: str = "losses") -> Tensor:
@@ -56,12 +41,12 @@ class Weighting(nn.Module):
             got = f"shape {tuple(losses.shape)}, {losses.dtype}" if ok else type(losses).__name__
             raise ValueError(f"{name} must be a 1-D float tensor of shape ({t},), one scalar loss per task "
                              f"(torch.stack([loss_0, ..., loss_{t - 1}])), got {got}")
-        check_finite(losses, name, "; check that task's data and model outputs, or lower the learning rate")
+        check_finite(name, losses, "; check that task's data and model outputs, or lower the learning rate")
         return losses
 
     def combine(self, weights: Tensor, losses: Tensor) -> Tensor:
         """``sum_i w_i L_i`` after checking that ``weights`` are finite; records them in ``self.weights``."""
-        check_finite(weights, "weights", f" in {type(self).__name__}")
+        check_finite("weights", weights, f" in {type(self).__name__}")
         self.weights = weights.detach().clone()  # (T,)
         return (weights * losses).sum()  # ()
 
@@ -85,7 +70,7 @@ class RandomWeighting(Weighting):
 
     def __init__(self, num_tasks: int, seed: int | None = None, total: float = 1.0) -> None:
         super().__init__(num_tasks)
-        self.total = check_number(total, "total", "a positive float (the sum of the weights)")
+        self.total = check_number("total", total, strict=True, why="the sum of the weights")
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
 
     def forward(self, losses: Tensor) -> Tensor:
@@ -113,7 +98,7 @@ class UncertaintyWeighting(Weighting):
 
     def forward(self, losses: Tensor) -> Tensor:
         losses = self.check_losses(losses)
-        check_finite(self.log_vars, "log_vars", "; lower the learning rate of the weighting's parameters")
+        check_finite("log_vars", self.log_vars, "; lower the learning rate of the weighting's parameters")
         precision = torch.exp(-self.log_vars)  # (T,) 1 / sigma_i^2
         return self.combine(precision, losses) + self.log_vars.sum()  # ()
 
@@ -158,8 +143,9 @@ class GradNorm(Weighting):
 
     def __init__(self, num_tasks: int, alpha: float = 1.5, min_weight: float = 1e-3) -> None:
         super().__init__(num_tasks)
-        self.alpha = check_number(alpha, "alpha", "a non-negative float (the restoring force)", strict=False)
-        self.min_weight = check_number(min_weight, "min_weight", "a small positive float (the smallest weight)")
+        self.alpha = check_number("alpha", alpha, why="the restoring force")
+        self.min_weight = check_number("min_weight", min_weight, strict=True,
+                                       why="the smallest weight")
         self.w = nn.Parameter(torch.ones(num_tasks))  # (T,) w_i, sum = T
         self.initial_losses: Tensor | None = None  # (T,) L_i(0)
         self.grad_loss: Tensor | None = None  # () L_grad of the last call, detached
@@ -178,7 +164,7 @@ class GradNorm(Weighting):
         if not params or not all(isinstance(p, Tensor) and p.requires_grad for p in params):
             raise ValueError("shared must be the parameters of the last shared layer (tensors that require grad), "
                              f"e.g. list(model.trunk[-1].parameters()), got {len(params)} entries")
-        check_finite(self.w, "weights", " in GradNorm; lower the learning rate of weighting.parameters()")
+        check_finite("weights", self.w, " in GradNorm; lower the learning rate of weighting.parameters()")
         initial = self.initial_losses if self.initial_losses is not None else losses.detach()  # (T,)
         if not (initial > 0).all():
             i = int((initial <= 0).nonzero()[0])
@@ -208,7 +194,7 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, num_tasks: int, temperature: float = 2.0) -> None:
         super().__init__(num_tasks)
-        self.temperature = check_number(temperature, "temperature", "a positive float")
+        self.temperature = check_number("temperature", temperature, strict=True)
         self.history: list[Tensor] = []  # epoch averages L(t-2), L(t-1), each (T,)
         self._sum: Tensor | None = None  # (T,) sum of this epoch's losses
         self._count = 0
@@ -223,7 +209,7 @@ class DynamicWeightAverage(Weighting):
     def forward(self, losses: Tensor) -> Tensor:
         losses = self.check_losses(losses)
         weights = self.epoch_weights(losses.detach())  # (T,)
-        check_finite(weights, "weights", " in DynamicWeightAverage: an epoch average loss was 0")
+        check_finite("weights", weights, " in DynamicWeightAverage: an epoch average loss was 0")
         loss = self.combine(weights, losses)  # ()
         self._sum = losses.detach().clone() if self._sum is None else self._sum + losses.detach()  # (T,)
         self._count += 1
@@ -259,7 +245,7 @@ class FAMO(Weighting):
     def __init__(self, num_tasks: int, lr: float = 0.025, gamma: float = 1e-3,
                  min_losses: Sequence[float] | Tensor | None = None, eps: float = 1e-8, adam: bool = False) -> None:
         super().__init__(num_tasks)
-        self.lr, self.gamma, self.eps = (check_number(v, n, "a non-negative float", strict=False)
+        self.lr, self.gamma, self.eps = (check_number(n, v)
                                          for n, v in (("lr", lr), ("gamma", gamma), ("eps", eps)))
         self.adam = bool(adam)
         bounds = torch.zeros(num_tasks) if min_losses is None else torch.as_tensor(min_losses).detach().clone()
@@ -287,7 +273,7 @@ class FAMO(Weighting):
 
     def forward(self, losses: Tensor) -> Tensor:
         shifted = self._shifted(self.check_losses(losses), "losses")  # (T,)
-        check_finite(self.logits, "logits", " in FAMO; lower lr")
+        check_finite("logits", self.logits, " in FAMO; lower lr")
         z = self.z.to(losses)  # (T,)
         c = 1 / (z / shifted.detach()).sum()  # () held constant
         self.combine(c * z / shifted.detach(), losses)  # () unused: checks and records the weights c z_i / D_i

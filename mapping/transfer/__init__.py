@@ -1,7 +1,8 @@
 """Knowledge transfer (Pan & Yang 2010), on the user's own networks.
 
-* Inductive transfer (labelled target data; :mod:`mapping.transfer.inductive`): a backbone pre-trained on other
-  classes, then a linear probe, fine-tuning at a lower backbone rate, or training from scratch.
+* Inductive transfer (labelled target data; :mod:`mapping.transfer.inductive`): any feature extractor pre-trained
+  on other classes, then a linear probe, fine-tuning at a lower backbone rate, or training from scratch (the book's
+  Omniglot backbone is :mod:`mapping.experiments.omniglot_backbone`).
 * Transductive transfer, i.e. domain adaptation (labelled source, unlabelled target): domain-adversarial training
   (gradient reversal, DANN's schedules, a domain discriminator and loss, :mod:`mapping.transfer.adversarial`) and
   feature discrepancies (multi-kernel MMD, CORAL, :mod:`mapping.transfer.discrepancy`).

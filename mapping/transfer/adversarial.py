@@ -28,16 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_number
+
 Schedule = Callable[[float], float]
 
 
 def check_lambda(value: object, name: str = "lambda_") -> float:
-    """``value``: a finite real number >= 0 (the reversal strength); returns it as a float."""
+    """``value``: a finite real number >= 0 (the reversal strength), or a one-element tensor without gradient
+    holding one; returns it as a float."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a finite real number >= 0 (the gradient reversal strength), got {value!r}")
-    return float(value)
+    return check_number(name, value, 0.0, why="the gradient reversal strength")
 
 
 def check_progress(progress: object, name: str = "progress") -> float:
@@ -46,13 +47,6 @@ def check_progress(progress: object, name: str = "progress") -> float:
         raise ValueError(f"{name} must be a real number in [0, 1] (the fraction of training done, "
                          f"step / total steps), got {progress!r}")
     return float(progress)
-
-
-def _check_positive(value: object, name: str, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value if zero else 0 < value) \
-            or not value < math.inf:
-        raise ValueError(f"{name} must be a finite real number {'>=' if zero else '>'} 0, got {value!r}")
-    return float(value)
 
 
 class GradientReversal(torch.autograd.Function):
@@ -104,15 +98,15 @@ def dann_lambda(progress: float, gamma: float = 10.0) -> float:
     ``progress`` p in [0, 1] is the training progress; lambda rises from 0 at p = 0 towards 1 (0.9999 at p = 1 with
     the paper's ``gamma = 10``), "to suppress noisy signal from the domain classifier at the early stages".
     """
-    p, gamma = check_progress(progress), _check_positive(gamma, "gamma")
+    p, gamma = check_progress(progress), check_number("gamma", gamma, strict=True)
     return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
 
 
 def dann_lr(progress: float, mu0: float = 0.01, alpha: float = 10.0, beta: float = 0.75) -> float:
     """The learning-rate annealing of Ganin et al. 2016, §5.2.2: ``mu_p = mu0 / (1 + alpha p) ** beta``."""
     p = check_progress(progress)
-    mu0 = _check_positive(mu0, "mu0")
-    alpha, beta = _check_positive(alpha, "alpha", zero=True), _check_positive(beta, "beta", zero=True)
+    mu0 = check_number("mu0", mu0, strict=True)
+    alpha, beta = check_number("alpha", alpha), check_number("beta", beta)
     return mu0 / (1.0 + alpha * p) ** beta
 
 

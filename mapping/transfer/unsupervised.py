@@ -23,23 +23,17 @@ The random baseline gets running statistics from one pass over the unlabelled so
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_int, check_number
 from ..nn.conv4 import Conv4
 from .inductive import BN, embed
 
 ROTATIONS = 4
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _check_images(x: object, name: str = "images") -> Tensor:
@@ -62,12 +56,11 @@ def pretrain_rotation(images: Tensor, epochs: int, *, batch: int = 32, lr: float
     """Train ``Conv4(4)`` to predict the rotation of the unlabelled ``images`` ``(N, 1, H, H)``; return the
     backbone's state dict (head dropped). Each step takes ``batch`` images with all four rotations each."""
     _check_images(images)
-    _check_int("epochs", epochs, 1)
-    _check_int("batch", batch, 1)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a finite real number > 0, got {lr!r}")
+    check_int("epochs", epochs, 1)
+    check_int("batch", batch, 1)
+    check_number("lr", lr, strict=True)
     torch.manual_seed(seed)
-    net = Conv4(ROTATIONS, hidden=_check_int("hidden", hidden, 1), bn=BN, in_channels=images.shape[1],
+    net = Conv4(ROTATIONS, hidden=check_int("hidden", hidden, 1), bn=BN, in_channels=images.shape[1],
                 image_size=images.shape[-1])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -105,7 +98,7 @@ def random_backbone(images: Tensor | None = None, *, hidden: int = 64, seed: int
     """A randomly initialised ``Conv4`` backbone's state dict (``seed``), its batch norm calibrated on the
     unlabelled ``images`` when given (:func:`calibrate_batch_norm`)."""
     torch.manual_seed(seed)
-    net = Conv4(None, hidden=_check_int("hidden", hidden, 1), bn=BN)
+    net = Conv4(None, hidden=check_int("hidden", hidden, 1), bn=BN)
     if images is not None:
         calibrate_batch_norm(net, images)
     return {n: t.clone() for n, t in net.state_dict().items()}
@@ -117,7 +110,7 @@ def features(state: dict[str, Tensor] | None, images: Tensor, hidden: int = 64) 
     _check_images(images)
     if state is None:
         return images.flatten(1)  # (N, C * H * H)
-    net = Conv4(None, hidden=_check_int("hidden", hidden, 1), bn=BN, in_channels=images.shape[1],
+    net = Conv4(None, hidden=check_int("hidden", hidden, 1), bn=BN, in_channels=images.shape[1],
                 image_size=images.shape[-1])
     net.load_state_dict(state)
     return embed(net, images)  # (N, d)
@@ -133,11 +126,11 @@ def cluster_scores(features: Tensor, labels: Tensor, k: int, seed: int = 0, n_in
     if not isinstance(labels, Tensor) or labels.shape != features.shape[:1]:
         raise ValueError(f"labels must be an (N,) tensor with N = {features.shape[0]} (one per row of features), "
                          f"got {tuple(getattr(labels, 'shape', ()))}")
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     if k > features.shape[0]:
         raise ValueError(f"k must be at most the number of points ({features.shape[0]}), got {k}")
-    _check_int("seed", seed, 0)
-    _check_int("n_init", n_init, 1)
+    check_int("seed", seed, 0)
+    check_int("n_init", n_init, 1)
     z = features.double() - features.double().mean(0)  # (N, d)
     z = F.normalize(z, dim=1).numpy()  # (N, d)
     found = KMeans(k, n_init=n_init, random_state=seed).fit_predict(z)  # (N,)
