@@ -13,7 +13,9 @@ def fmt(mean: float | None, ci: float | None = None, digits: int = 2) -> str:
 
 
 def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> str:
-    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict.
+    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict: an em dash only where there
+    are no metrics at all; a ``KeyError`` where ``key`` is missing from them (naming the record's file for a
+    :class:`mapping.results.Metrics`), never a silent dash for a renamed key.
 
     Where fine-tuning diverged on some tasks (:mod:`mapping.stats`): the median and quartiles of the other
     tasks and the diverged share, e.g. ``median 0.41 (IQR 0.21–0.80); 0.3% diverged``; never a mean.
@@ -27,7 +29,7 @@ def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> st
             return f"diverged ({100 * share:.1f}% of tasks)"
         q = [f"{metrics[f'{base}/{s}']:.{digits}f}" for s in ("median", "q25", "q75")]
         return f"median {q[0]} (IQR {q[1]}–{q[2]}); {100 * share:.1f}% diverged"
-    return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), digits)
+    return fmt(metrics[key], metrics.get(f"{base}/ci95"), digits)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
