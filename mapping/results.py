@@ -168,6 +168,11 @@ def combine_key(start: str, *rest: object) -> str:
     return metric_key("combine", start, *rest)
 
 
+def setting_names(settings: Iterable[tuple[int, int]]) -> list[str]:
+    """The few-shot settings as metric keys name them: ``[(5, 1), (20, 1)]`` -> ``["5w1s", "20w1s"]``."""
+    return [f"{n}w{k}s" for n, k in settings]
+
+
 def read(path: str | os.PathLike) -> Record:
     """The record stored at ``path`` (a ``.json`` file) as a :class:`Record`."""
     with open(path) as f:

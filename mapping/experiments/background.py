@@ -115,6 +115,21 @@ def alphabet_key(method: str, shots: int, *rest: str) -> str:
     return metric_key("alphabet", method, f"k{shots}", *rest)
 
 
+def per_alphabet_key(name: str, method: str, shots: int) -> str:
+    """``alphabet/{name}/{method}/k{shots}`` of :func:`new_alphabet`: one alphabet's accuracy (%), mean over seeds."""
+    return metric_key("alphabet", name, method, f"k{shots}")
+
+
+def alphabet_accuracies(metrics: dict[str, float], shots: int) -> dict[str, dict[str, float]]:
+    """``{alphabet: {"scratch": %, "finetune": %}}`` at ``shots`` drawings per character, alphabets sorted by name;
+    a ``KeyError`` where ``metrics`` has none, or an alphabet lacks a method."""
+    names = sorted({k.split("/")[1] for k in metrics
+                    if k.count("/") == 3 and k == per_alphabet_key(k.split("/")[1], "finetune", shots)})
+    if not names:
+        raise KeyError(f"no {per_alphabet_key('<alphabet>', 'finetune', shots)!r} in the metrics")
+    return {a: {m: metrics[per_alphabet_key(a, m, shots)] for m in ("scratch", "finetune")} for a in names}
+
+
 def data_dependence(config: BackgroundConfig) -> dict[str, float]:
     """``data/n{n}/acc``: plain test accuracy (%) of :class:`~mapping.experiments.digits_da.DigitsNet` trained on
     ``n`` digits per class, ``config.steps`` steps for every ``n``; with ``config.subset == "seeded"`` each seed
@@ -181,7 +196,7 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
                                        lr=lrs.lr(method),
                                        backbone_lr_scale=lrs.backbone_lr_scale, hidden=config.hidden)
                     means[method].append(acc)
-                    per_alphabet.setdefault(f"alphabet/{name}/{method}/k{k}", []).append(acc)
+                    per_alphabet.setdefault(per_alphabet_key(name, method, k), []).append(acc)
             for method, accs in means.items():
                 per_seed.setdefault(alphabet_key(method, k, "acc"), []).append(sum(accs) / len(accs))
             per_seed.setdefault(alphabet_key("gain", k), []).append(
@@ -197,5 +212,5 @@ def run(config: BackgroundConfig, root: str | os.PathLike | None = None, **load_
     return {**data_dependence(config), **domain_shift(config), **new_alphabet(config, root, **load_kwargs)}
 
 
-__all__ = ["BackgroundConfig", "SUBSETS", "alphabet_key", "balanced_subset", "data_dependence", "data_key",
-           "domain_shift", "new_alphabet", "run", "shift_key"]
+__all__ = ["BackgroundConfig", "SUBSETS", "alphabet_accuracies", "alphabet_key", "balanced_subset", "data_dependence",
+           "data_key", "domain_shift", "new_alphabet", "per_alphabet_key", "run", "shift_key"]

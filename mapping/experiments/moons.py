@@ -170,6 +170,26 @@ def key(angle: float, method: str, name: str) -> str:
     return metric_key("moons", float(angle), method, name)
 
 
+def gap_closed(metrics: dict[str, float], angle: float) -> float | None:
+    """The share of the gap DANN closes at ``angle``; ``None`` where the sweep could not measure it (no
+    source-only or target-supervised run there, or no gap): the one moons metric that is absent by design."""
+    return metrics.get(key(angle, "dann", "gap_closed"))
+
+
+def angles_table(runs: list[tuple[str, dict[str, float] | None]], angles: tuple[float, ...]) -> str:
+    """A markdown table, one row per angle and run (``runs``: ``[(name, metrics)]``, a run without metrics left
+    out): source-only and DANN accuracy (%) ± 95% CI, and the share of the gap DANN closes."""
+    from ..report import markdown_table, metric
+    rows = []
+    for a in angles:
+        for name, m in runs:
+            if m:
+                gap = gap_closed(m, a)
+                rows.append([f"{a:g}", name] + [metric(m, key(a, meth, "acc"), 1) for meth in ("source_only", "dann")]
+                            + ["—" if gap is None else f"{100 * gap:.0f}%"])
+    return markdown_table(["angle", "run", "source only", "DANN", "gap closed"], rows)
+
+
 @dataclass(frozen=True)
 class MoonsConfig:
     """The sweep of :func:`run_sweep`: every angle (degrees) and seed, each method, ``steps`` full-batch steps."""
@@ -209,5 +229,5 @@ def run_sweep(config: MoonsConfig) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "decision_grid", "key",
-           "run_moons", "run_sweep", "sweep_figure", "train_moons"]
+__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "angles_table", "decision_grid",
+           "gap_closed", "key", "run_moons", "run_sweep", "sweep_figure", "train_moons"]

@@ -172,6 +172,23 @@ def paired(metrics: dict[str, float] | None, method: str, digits: int = 2) -> li
             for t in TASKS]
 
 
+def worst(metrics: dict[str, float] | None, method: str, digits: int = 3) -> str:
+    """``key("toy", method, "worst")`` ± its 95% CI: the worst task's loss ratio at the end of the toy run; an
+    em dash where there is no run, a ``KeyError`` where the run lacks the method."""
+    from ..report import fmt
+    if not metrics:
+        return "—"
+    return fmt(metrics[key("toy", method, "worst")], metrics[key("toy", method, "ci95")], digits)
+
+
+def accuracy_table(metrics: dict[str, float], methods: tuple[str, ...] | list[str], run: str) -> str:
+    """A markdown table headed ``run``: per method of ``methods``, the accuracy (%) ± 95% CI on each task and
+    its difference from the single-task networks (:func:`paired`); a ``KeyError`` where an accuracy is missing."""
+    from ..report import markdown_table, metric
+    rows = [[SHORT[m]] + [metric(metrics, key(m, t, "acc")) for t in TASKS] + paired(metrics, m) for m in methods]
+    return markdown_table([run] + list(TASKS) + [f"{t} − single" for t in TASKS], rows)
+
+
 def contains_zero(metrics: dict[str, float], method: str) -> bool:
     """Whether the 95% interval of ``method`` minus the single-task networks, paired by seed, contains zero on
     every task: the two cannot be told apart on those seeds."""
@@ -394,7 +411,7 @@ def config_dict(config) -> dict:
 
 
 __all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "ONE_TRUNK",
-           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "config_dict",
+           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "accuracy_table", "build", "config_dict",
            "contains_zero", "conv", "conv_blocks", "key", "last_shared_layer", "paired", "parameter_count", "rule",
            "run_multidigits", "run_toy", "seed_summary", "step", "t_ci95", "toy_losses", "train", "train_toy",
-           "trunk_blocks"]
+           "trunk_blocks", "worst"]

@@ -209,6 +209,19 @@ def inductive_figure(runs):
     return fig
 
 
+def shots_table(metrics: dict[str, float], shots: list[int] | tuple[int, ...]) -> str:
+    """A markdown table of accuracy (%) ± 95% CI against ``k`` (rows), one column per method of :data:`LABELS`;
+    a ``KeyError`` where ``metrics`` lacks one (:func:`inductive_key`)."""
+    from ..report import markdown_table, metric
+    return markdown_table(["k"] + list(LABELS.values()),
+                          [[k] + [metric(metrics, inductive_key(m, k), 1) for m in LABELS] for k in shots])
+
+
+def gains(metrics: dict[str, float], shots: list[int] | tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """``{k: (gain, ci95)}``: fine-tuning minus from scratch, paired by seed, for each ``k`` of ``shots``."""
+    return {k: (metrics[inductive_key("gain", k)], metrics[inductive_key("gain", k, "ci95")]) for k in shots}
+
+
 def run(config: TransferConfig, root: str | os.PathLike | None = None, progress: bool = False,
         **load_kwargs: Any) -> dict[str, float]:
     """Both experiments: :func:`run_inductive` and :func:`run_unsupervised` metrics in one dict; ``load_kwargs``
@@ -217,5 +230,5 @@ def run(config: TransferConfig, root: str | os.PathLike | None = None, progress:
             **run_unsupervised(config, root, progress, **load_kwargs)}
 
 
-__all__ = ["LABELS", "REPRESENTATIONS", "TransferConfig", "inductive_figure", "inductive_key", "run",
-           "run_inductive", "run_unsupervised", "target_characters", "unlabelled_drawings"]
+__all__ = ["LABELS", "REPRESENTATIONS", "TransferConfig", "gains", "inductive_figure", "inductive_key", "run",
+           "run_inductive", "run_unsupervised", "shots_table", "target_characters", "unlabelled_drawings"]
