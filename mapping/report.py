@@ -1,6 +1,8 @@
 """Tables for the book: a live run, the stored full run and the papers' numbers, side by side."""
 from __future__ import annotations
 
+import functools
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,7 +15,9 @@ def fmt(mean: float | None, ci: float | None = None, digits: int = 2) -> str:
 
 
 def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> str:
-    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict.
+    """Format ``key`` (``.../mse``) with its ``.../ci95`` from a flat metrics dict: an em dash only where there
+    are no metrics at all; a ``KeyError`` where ``key`` is missing from them (naming the record's file for a
+    :class:`mapping.results.Metrics`), never a silent dash for a renamed key.
 
     Where fine-tuning diverged on some tasks (:mod:`mapping.stats`): the median and quartiles of the other
     tasks and the diverged share, e.g. ``median 0.41 (IQR 0.21–0.80); 0.3% diverged``; never a mean.
@@ -27,7 +31,7 @@ def metric(metrics: Mapping[str, float] | None, key: str, digits: int = 2) -> st
             return f"diverged ({100 * share:.1f}% of tasks)"
         q = [f"{metrics[f'{base}/{s}']:.{digits}f}" for s in ("median", "q25", "q75")]
         return f"median {q[0]} (IQR {q[1]}–{q[2]}); {100 * share:.1f}% diverged"
-    return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), digits)
+    return fmt(metrics[key], metrics.get(f"{base}/ci95"), digits)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -86,5 +90,57 @@ def stopped_curve(metrics: Mapping[str, float], prefix: str, steps: int) -> tupl
     return mean, ci
 
 
-__all__ = ["curve_label", "divergence_onset", "fmt", "markdown_table", "metric",
-           "steps_curve", "stopped_curve", "timings"]
+def caption(record: Mapping[str, Any], label: str = "stored run", width: int = 79) -> str:
+    """``label: `` and the record's provenance (:func:`mapping.results.describe`), wrapped to ``width``."""
+    from .results import describe
+    return textwrap.fill(f"{label}: {describe(record)}", width, subsequent_indent="  ")
+
+
+def implementations_table(benches: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """One row per implementation timed in each ``(where, record)`` of ``benches`` (``benchmark_maml_sinusoid``
+    and its ``_cuda`` twin): ms per meta-iteration and the time relative to the compiled one (the eager
+    ``mapping`` one where nothing was compiled)."""
+    rows = []
+    for on, bench in benches:
+        m = bench["metrics"]
+        ref = m["compiled/ms_per_iter"] if "compiled/ms_per_iter" in m else m["mapping/ms_per_iter"]
+        rows += [[on, impl, f"{m[f'{impl}/ms_per_iter']:.2f}", f"{m[f'{impl}/ms_per_iter'] / ref:.1f}x"]
+                 for impl in ("mapping", "compiled", "loop", "higher") if f"{impl}/ms_per_iter" in m]
+    return markdown_table(["on", "implementation", "ms per meta-iteration", "time relative to the fastest"], rows)
+
+
+def compiled_step_key(name: str, threads: int, *rest: str) -> str:
+    """``{name}/threads{threads}/...`` of ``results/benchmark_compiled_steps.json``
+    (``compiled_step_key("sinusoid/maml", 1, "eager", "ms_per_step")``)."""
+    return "/".join((name, f"threads{threads}") + rest)
+
+
+def compiled_steps_table(record: Mapping[str, Any]) -> str:
+    """Eager and compiled ms per step, the speed-up and the compile time of each configuration and thread count
+    of a ``benchmark_compiled_steps`` record."""
+    m, cfg = record["metrics"], record["config"]
+    rows = []
+    for name in cfg["configurations"]:
+        for t in cfg["threads"]:
+            k = functools.partial(compiled_step_key, name, t)
+            rows.append([name, t, f"{m[k('eager', 'ms_per_step')]:.2f}", f"{m[k('compiled', 'ms_per_step')]:.2f}",
+                         f"{m[k('speedup')]:.1f}x", f"{m[k('compile_seconds')]:.0f}"])
+    return markdown_table(["step", "threads", "eager ms", "compiled ms", "speed-up", "compile s"], rows)
+
+
+def memory_table(record: Mapping[str, Any]) -> str:
+    """Peak memory of each model and option of a ``benchmark_maml_memory`` record, and memory and time relative
+    to ``vmap`` (which is 1.00x against itself: the record stores no ratio for it)."""
+    m, rows = record["metrics"], []
+    for model, c in record["config"]["models"].items():
+        for option in c["options"]:
+            key = f"{model}/steps{c['steps']}/tasks{c['tasks']}/{option}"
+            ratio = {r: m[f"{key}/{r}"] if option != "vmap" else 1.0 for r in ("peak_vs_vmap", "ms_vs_vmap")}
+            rows.append([f"{model}, {c['steps']} st., {c['tasks']} t.", option, f"{m[key + '/peak_mib']:.0f}",
+                         f"{ratio['peak_vs_vmap']:.2f}x", f"{ratio['ms_vs_vmap']:.2f}x"])
+    return markdown_table(["model, steps, tasks", "option", "MiB", "memory", "time"], rows)
+
+
+__all__ = ["caption", "compiled_step_key", "compiled_steps_table", "curve_label", "divergence_onset", "fmt",
+           "implementations_table", "markdown_table", "memory_table", "metric", "steps_curve", "stopped_curve",
+           "timings"]

@@ -12,6 +12,7 @@ Metric keys are flat strings ``method/setting/.../name`` so later chapters can a
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -98,13 +100,99 @@ def write(record: dict[str, Any], out_dir: str | os.PathLike | None = None) -> P
     return path
 
 
-def load(name: str, out_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """Read ``<out_dir>/<name>.json``; ``None`` when no full run is stored (e.g. a pip install)."""
-    path = (Path(out_dir) if out_dir is not None else results_dir()) / f"{name}.json"
-    if not path.is_file():
-        return None
+def _missing(what: str, key: str, have: Iterable[str], path: Path | str) -> KeyError:
+    """A ``KeyError`` naming the missing ``key``, the record's file and the closest keys it does have."""
+    close = difflib.get_close_matches(key, list(have), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return KeyError(f"{what} {key!r} is not in {path}{hint}")
+
+
+class Metrics(dict):
+    """A record's metrics (or those under one prefix, the prefix taken off): ``m[key]`` raises a ``KeyError``
+    naming the key, the file and a close match instead of letting a renamed key print an em dash. ``get``
+    stays a plain dict's, for the keys that are optional by design (e.g. ``.../diverged``)."""
+
+    def __init__(self, values: Mapping[str, float], path: Path | str, prefix: str = ""):
+        super().__init__(values)
+        self.path, self.prefix = path, prefix
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            raise _missing("metric", self.prefix + key, (self.prefix + k for k in self), self.path) from None
+
+    def under(self, prefix: str) -> "Metrics":
+        """The metrics whose key starts with ``prefix/``, the prefix taken off; ``KeyError`` if there are none."""
+        head = prefix.strip("/") + "/"
+        found = {k[len(head):]: v for k, v in self.items() if k.startswith(head)}
+        if not found:
+            raise _missing("metric prefix", self.prefix + head, (self.prefix + k for k in self), self.path)
+        return Metrics(found, self.path, self.prefix + head)
+
+
+class Record(dict):
+    """A stored record (:func:`load`): the JSON object, whose missing fields and metrics fail loudly, naming
+    the file (``record["config"]``, :meth:`metric`, :meth:`metrics`)."""
+
+    def __init__(self, fields: Mapping[str, Any], path: Path | str):
+        super().__init__(fields)
+        self.path = path
+        if isinstance(self.get("metrics"), Mapping):
+            super().__setitem__("metrics", Metrics(self.get("metrics"), path))
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            raise _missing("field", key, self, self.path) from None
+
+    def metric(self, key: str) -> float:
+        """The metric ``key``; ``KeyError`` naming it and the file when the record does not have it."""
+        return self["metrics"][key]
+
+    def metrics(self, prefix: str = "") -> Metrics:
+        """All metrics, or those under ``prefix`` with the prefix taken off (``KeyError`` if none)."""
+        return self["metrics"].under(prefix) if prefix.strip("/") else self["metrics"]
+
+
+def metric_key(*parts: object) -> str:
+    """A structured metric key: the parts joined by ``/``, numbers as ``:g`` prints them
+    (``metric_key("moons", 35.0, "dann", "acc") == "moons/35/dann/acc"``)."""
+    return "/".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
+
+
+def combine_key(start: str, *rest: object) -> str:
+    """``combine/{start}/...`` of :mod:`mapping.experiments.combine` (``combine_key(start, "5w1s", "ep0", "acc")``,
+    ``combine_key(start, "pretrain_seconds")``). Built here for the readers while that module is being rewritten;
+    its writer should use this function too."""
+    return metric_key("combine", start, *rest)
+
+
+def setting_names(settings: Iterable[tuple[int, int]]) -> list[str]:
+    """The few-shot settings as metric keys name them: ``[(5, 1), (20, 1)]`` -> ``["5w1s", "20w1s"]``."""
+    return [f"{n}w{k}s" for n, k in settings]
+
+
+def read(path: str | os.PathLike) -> Record:
+    """The record stored at ``path`` (a ``.json`` file) as a :class:`Record`."""
     with open(path) as f:
-        return json.load(f)
+        return Record(json.load(f), Path(path))
+
+
+def load(name: str, out_dir: str | os.PathLike | None = None) -> Record | None:
+    """Read ``<out_dir>/<name>.json`` as a :class:`Record`; ``None`` when no full run is stored (e.g. a pip
+    install)."""
+    path = (Path(out_dir) if out_dir is not None else results_dir()) / f"{name}.json"
+    return read(path) if path.is_file() else None
+
+
+def stored(name: str, out_dir: str | os.PathLike | None = None) -> Record:
+    """:func:`load`, for a record that must be there: ``FileNotFoundError`` naming the file when it is not."""
+    record = load(name, out_dir)
+    if record is None:
+        raise FileNotFoundError(f"no stored record {name!r} in {Path(out_dir) if out_dir else results_dir()}")
+    return record
 
 
 def portable(command: str) -> str:

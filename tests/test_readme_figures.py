@@ -1,12 +1,13 @@
 """The README's figures are its records': every time in the table of full runs and every build figure is checked
 against the JSON record it names, so that a rerun that moves a number fails here instead of leaving the README
 wrong."""
-import json
 import re
 import shlex
 from pathlib import Path
 
 import pytest
+
+from mapping import results
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -14,10 +15,12 @@ VALUED = {"--out", "--tllib-source"}  # where a run wrote or read its inputs, no
 FLAGS = {"--no-resume"}
 
 
-def record(name: str) -> dict:
-    path = ROOT / "results" / f"{name}.json"
-    assert path.is_file(), f"the README names results/{name}.json, which is not stored"
-    return json.loads(path.read_text())
+def record(name: str) -> results.Record:
+    """The record the README names, read through :func:`mapping.results.load`: a missing metric or field fails
+    naming the key and the file."""
+    rec = results.load(name, ROOT / "results")
+    assert rec is not None, f"the README names results/{name}.json, which is not stored"
+    return rec
 
 
 def rows() -> list[tuple[str, str, str]]:

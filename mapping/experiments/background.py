@@ -34,6 +34,7 @@ import torch
 
 from .checks import check_ints
 from .. import budget
+from ..results import metric_key
 from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
 from . import omniglot_backbone as ob
@@ -97,6 +98,38 @@ def balanced_subset(y: torch.Tensor, per_class: int, generator: torch.Generator 
     return torch.cat([r[:per_class] for r in rows])
 
 
+def data_key(n: int, *rest: str) -> str:
+    """``data/n{n}/...`` of :func:`data_dependence`: ``data_key(n, "acc")``, ``data_key(n, "ci95")``."""
+    return metric_key("data", f"n{n}", *rest)
+
+
+def shift_key(kind: str, *rest: str) -> str:
+    """``shift/{kind}/...`` of :func:`domain_shift`: ``shift_key(kind, "acc")``, ``shift_key(kind, "drop")``,
+    ``shift_key(kind, "drop", "ci95")``."""
+    return metric_key("shift", kind, *rest)
+
+
+def alphabet_key(method: str, shots: int, *rest: str) -> str:
+    """``alphabet/{method}/k{shots}/...`` of :func:`new_alphabet`: ``alphabet_key("finetune", k, "acc")``;
+    the gain has no ``/acc``: ``alphabet_key("gain", k)``, ``alphabet_key("gain", k, "ci95")``."""
+    return metric_key("alphabet", method, f"k{shots}", *rest)
+
+
+def per_alphabet_key(name: str, method: str, shots: int) -> str:
+    """``alphabet/{name}/{method}/k{shots}`` of :func:`new_alphabet`: one alphabet's accuracy (%), mean over seeds."""
+    return metric_key("alphabet", name, method, f"k{shots}")
+
+
+def alphabet_accuracies(metrics: dict[str, float], shots: int) -> dict[str, dict[str, float]]:
+    """``{alphabet: {"scratch": %, "finetune": %}}`` at ``shots`` drawings per character, alphabets sorted by name;
+    a ``KeyError`` where ``metrics`` has none, or an alphabet lacks a method."""
+    names = sorted({k.split("/")[1] for k in metrics
+                    if k.count("/") == 3 and k == per_alphabet_key(k.split("/")[1], "finetune", shots)})
+    if not names:
+        raise KeyError(f"no {per_alphabet_key('<alphabet>', 'finetune', shots)!r} in the metrics")
+    return {a: {m: metrics[per_alphabet_key(a, m, shots)] for m in ("scratch", "finetune")} for a in names}
+
+
 def data_dependence(config: BackgroundConfig) -> dict[str, float]:
     """``data/n{n}/acc``: plain test accuracy (%) of :class:`~mapping.experiments.digits_da.DigitsNet` trained on
     ``n`` digits per class, ``config.steps`` steps for every ``n``; with ``config.subset == "seeded"`` each seed
@@ -110,7 +143,7 @@ def data_dependence(config: BackgroundConfig) -> dict[str, float]:
             i = balanced_subset(data.source_y, n, draw)  # (10 n,)
             small = dataclasses.replace(data, source_x=data.source_x[i], source_y=data.source_y[i])
             model = da.train("source_only", small, train_config, seed)
-            per_seed.setdefault(f"data/n{n}/acc", []).append(da.accuracy(model, data.test_source_x, data.test_y))
+            per_seed.setdefault(data_key(n, "acc"), []).append(da.accuracy(model, data.test_source_x, data.test_y))
     return seed_summary(per_seed, config.seeds)
 
 
@@ -128,8 +161,8 @@ def domain_shift(config: BackgroundConfig) -> dict[str, float]:
         for kind in SHIFT_KINDS:
             test = shifted_digits("test", kind, seed)
             acc = da.accuracy(model, test.target_x, test.target_y)
-            per_seed.setdefault(f"shift/{kind}/acc", []).append(acc)
-            per_seed.setdefault(f"shift/{kind}/drop", []).append(plain - acc)
+            per_seed.setdefault(shift_key(kind, "acc"), []).append(acc)
+            per_seed.setdefault(shift_key(kind, "drop"), []).append(plain - acc)
     return seed_summary(per_seed, config.seeds)
 
 
@@ -163,11 +196,11 @@ def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None
                                        lr=lrs.lr(method),
                                        backbone_lr_scale=lrs.backbone_lr_scale, hidden=config.hidden)
                     means[method].append(acc)
-                    per_alphabet.setdefault(f"alphabet/{name}/{method}/k{k}", []).append(acc)
+                    per_alphabet.setdefault(per_alphabet_key(name, method, k), []).append(acc)
             for method, accs in means.items():
-                per_seed.setdefault(f"alphabet/{method}/k{k}/acc", []).append(sum(accs) / len(accs))
-            per_seed.setdefault(f"alphabet/gain/k{k}", []).append(
-                per_seed[f"alphabet/finetune/k{k}/acc"][-1] - per_seed[f"alphabet/scratch/k{k}/acc"][-1])
+                per_seed.setdefault(alphabet_key(method, k, "acc"), []).append(sum(accs) / len(accs))
+            per_seed.setdefault(alphabet_key("gain", k), []).append(
+                per_seed[alphabet_key("finetune", k, "acc")][-1] - per_seed[alphabet_key("scratch", k, "acc")][-1])
     metrics = seed_summary(per_seed, config.seeds)
     metrics.update({key: sum(v) / len(v) for key, v in per_alphabet.items()})
     metrics["alphabet/seconds"] = time.perf_counter() - tic
@@ -179,4 +212,5 @@ def run(config: BackgroundConfig, root: str | os.PathLike | None = None, **load_
     return {**data_dependence(config), **domain_shift(config), **new_alphabet(config, root, **load_kwargs)}
 
 
-__all__ = ["SUBSETS", "BackgroundConfig", "balanced_subset", "data_dependence", "domain_shift", "new_alphabet", "run"]
+__all__ = ["BackgroundConfig", "SUBSETS", "alphabet_accuracies", "alphabet_key", "balanced_subset", "data_dependence",
+           "data_key", "domain_shift", "new_alphabet", "per_alphabet_key", "run", "shift_key"]

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import budget
+from ..results import metric_key
 from ..data.moons import DomainShift, inter_twinning_moons
 from ..transfer import DomainAdversarialLoss, DomainDiscriminator, dann_lr
 
@@ -150,9 +151,9 @@ def sweep_figure(runs):
     nan = float("nan")
     for name, metrics, angles, live in runs:
         for method in METHODS:
-            acc = [metrics.get(f"moons/{a:g}/{method}/acc", nan) for a in angles]
+            acc = [metrics.get(key(a, method, "acc"), nan) for a in angles]
             acc_ax.plot(angles, acc, color=colours[method], **styles[live])
-        gap = [100 * metrics.get(f"moons/{a:g}/dann/gap_closed", nan) for a in angles]
+        gap = [100 * metrics.get(key(a, "dann", "gap_closed"), nan) for a in angles]
         gap_ax.plot(angles, gap, color=colours["dann"], **styles[live])
     acc_ax.set(xlabel="rotation (degrees)", ylabel="target accuracy (%)", ylim=(0, 105))
     gap_ax.set(xlabel="rotation (degrees)", ylabel="gap DANN closes (%)", ylim=(-5, 105))
@@ -161,6 +162,32 @@ def sweep_figure(runs):
     handles += [Line2D([], [], color="grey", label=name, **styles[live]) for name, _, _, live in runs]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
+
+
+def key(angle: float, method: str, name: str) -> str:
+    """The metric ``moons/{angle:g}/{method}/{name}`` of :func:`run_sweep` (``name``: ``acc``, ``ci95``,
+    ``seed{s}``, ``gap_closed``), for the writer and every reader alike."""
+    return metric_key("moons", float(angle), method, name)
+
+
+def gap_closed(metrics: dict[str, float], angle: float) -> float | None:
+    """The share of the gap DANN closes at ``angle``; ``None`` where the sweep could not measure it (no
+    source-only or target-supervised run there, or no gap): the one moons metric that is absent by design."""
+    return metrics.get(key(angle, "dann", "gap_closed"))
+
+
+def angles_table(runs: list[tuple[str, dict[str, float] | None]], angles: tuple[float, ...]) -> str:
+    """A markdown table, one row per angle and run (``runs``: ``[(name, metrics)]``, a run without metrics left
+    out): source-only and DANN accuracy (%) ± 95% CI, and the share of the gap DANN closes."""
+    from ..report import markdown_table, metric
+    rows = []
+    for a in angles:
+        for name, m in runs:
+            if m:
+                gap = gap_closed(m, a)
+                rows.append([f"{a:g}", name] + [metric(m, key(a, meth, "acc"), 1) for meth in ("source_only", "dann")]
+                            + ["—" if gap is None else f"{100 * gap:.0f}%"])
+    return markdown_table(["angle", "run", "source only", "DANN", "gap closed"], rows)
 
 
 @dataclass(frozen=True)
@@ -191,16 +218,16 @@ def run_sweep(config: MoonsConfig) -> dict[str, float]:
             run = run_moons(angle, seed, config.steps, methods=config.methods, n_test=0)
             for method in config.methods:
                 per_seed[method].append(100 * run.accuracy[method])
-                metrics[f"moons/{angle:g}/{method}/seed{seed}"] = per_seed[method][-1]
+                metrics[key(angle, method, f"seed{seed}")] = per_seed[method][-1]
         for method, accs in per_seed.items():
             mean, half = t_ci95(torch.tensor(accs))
-            metrics[f"moons/{angle:g}/{method}/acc"], metrics[f"moons/{angle:g}/{method}/ci95"] = mean, half
-        low = metrics.get(f"moons/{angle:g}/source_only/acc")
-        high = metrics.get(f"moons/{angle:g}/target_supervised/acc")
+            metrics[key(angle, method, "acc")], metrics[key(angle, method, "ci95")] = mean, half
+        low = metrics.get(key(angle, "source_only", "acc"))
+        high = metrics.get(key(angle, "target_supervised", "acc"))
         if "dann" in per_seed and low is not None and high is not None and high > low:
-            metrics[f"moons/{angle:g}/dann/gap_closed"] = (metrics[f"moons/{angle:g}/dann/acc"] - low) / (high - low)
+            metrics[key(angle, "dann", "gap_closed")] = (metrics[key(angle, "dann", "acc")] - low) / (high - low)
     return metrics
 
 
-__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "decision_grid", "run_moons",
-           "run_sweep", "sweep_figure", "train_moons"]
+__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "angles_table", "decision_grid",
+           "gap_closed", "key", "run_moons", "run_sweep", "sweep_figure", "train_moons"]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import budget
+from ..results import metric_key
 from ..data.multidigits import MultiDigits
 from ..data.multitask_toys import gradnorm_toy
 from ..multitask import aggregators as agg
@@ -154,19 +155,45 @@ def parameter_count(method: str, trunk: str = "mlp", hidden: int = 256, filters:
     return sum(p.numel() for p in build(arch, inputs, hidden, classes, trunk=trunk, filters=filters).parameters())
 
 
+def key(*parts: str) -> str:
+    """A metric of :func:`run_multidigits` or :func:`run_toy`: ``key(method, task, name)``
+    (``"hard/left/acc"``; ``name``: ``acc``, ``ci95``, ``gain``, ``gain_ci95``, ``seed{s}``),
+    ``key(method, "seconds_per_epoch")`` or ``key("toy", method, name)`` (``worst``, ``ci95``, ``task{i}``);
+    for the writer and every reader alike. A full run stores the MultiDigits ones under ``mlp/`` or ``conv/``
+    (:meth:`mapping.results.Record.metrics` takes that prefix off)."""
+    return metric_key(*parts)
+
+
 def paired(metrics: dict[str, float] | None, method: str, digits: int = 2) -> list[str]:
     """``method`` minus the single-task networks, paired by seed, as ``"gain ± ci95"`` per task (in
     :data:`TASKS` order); an em dash per task where ``metrics`` has no such difference."""
-    if not metrics or f"{method}/{TASKS[0]}/gain" not in metrics:
+    if not metrics or key(method, TASKS[0], "gain") not in metrics:
         return ["—"] * len(TASKS)
-    return [f"{metrics[f'{method}/{t}/gain']:+.{digits}f} ± {metrics[f'{method}/{t}/gain_ci95']:.{digits}f}"
+    return [f"{metrics[key(method, t, 'gain')]:+.{digits}f} ± {metrics[key(method, t, 'gain_ci95')]:.{digits}f}"
             for t in TASKS]
+
+
+def worst(metrics: dict[str, float] | None, method: str, digits: int = 3) -> str:
+    """``key("toy", method, "worst")`` ± its 95% CI: the worst task's loss ratio at the end of the toy run; an
+    em dash where there is no run, a ``KeyError`` where the run lacks the method."""
+    from ..report import fmt
+    if not metrics:
+        return "—"
+    return fmt(metrics[key("toy", method, "worst")], metrics[key("toy", method, "ci95")], digits)
+
+
+def accuracy_table(metrics: dict[str, float], methods: tuple[str, ...] | list[str], run: str) -> str:
+    """A markdown table headed ``run``: per method of ``methods``, the accuracy (%) ± 95% CI on each task and
+    its difference from the single-task networks (:func:`paired`); a ``KeyError`` where an accuracy is missing."""
+    from ..report import markdown_table, metric
+    rows = [[SHORT[m]] + [metric(metrics, key(m, t, "acc")) for t in TASKS] + paired(metrics, m) for m in methods]
+    return markdown_table([run] + list(TASKS) + [f"{t} − single" for t in TASKS], rows)
 
 
 def contains_zero(metrics: dict[str, float], method: str) -> bool:
     """Whether the 95% interval of ``method`` minus the single-task networks, paired by seed, contains zero on
     every task: the two cannot be told apart on those seeds."""
-    return all(abs(metrics[f"{method}/{t}/gain"]) <= metrics[f"{method}/{t}/gain_ci95"] for t in TASKS)
+    return all(abs(metrics[key(method, t, "gain")]) <= metrics[key(method, t, "gain_ci95")] for t in TASKS)
 
 
 def rule(method: str, tasks: int):
@@ -263,27 +290,27 @@ def run_multidigits(config: MultitaskConfig, progress: bool = False) -> dict[str
             acc = accuracy(models, test_set)
             accs.append([acc[t] for t in TASKS])
             for t in TASKS:
-                metrics[f"{method}/{t}/seed{seed}"] = acc[t]
+                metrics[key(method, t, f"seed{seed}")] = acc[t]
             # every network of the method (two for single-task models) over one epoch
-            metrics[f"{method}/seconds_per_epoch"] = sum(history["epoch_seconds"]) / config.epochs
+            metrics[key(method, "seconds_per_epoch")] = sum(history["epoch_seconds"]) / config.epochs
             if progress:
                 print(method, seed, {t: round(acc[t], 2) for t in TASKS}, flush=True)
         per_seed[method] = torch.tensor(accs, dtype=torch.float64)  # (seeds, tasks)
         for i, t in enumerate(TASKS):
-            metrics[f"{method}/{t}/acc"], metrics[f"{method}/{t}/ci95"] = t_ci95(per_seed[method][:, i])
+            metrics[key(method, t, "acc")], metrics[key(method, t, "ci95")] = t_ci95(per_seed[method][:, i])
     if "single" in per_seed:
         for method in per_seed:  # every method against the single-task models, paired by seed
             if method != "single":
                 for i, t in enumerate(TASKS):
                     gap = per_seed[method][:, i] - per_seed["single"][:, i]  # (seeds,)
-                    metrics[f"{method}/{t}/gain"], metrics[f"{method}/{t}/gain_ci95"] = t_ci95(gap)
+                    metrics[key(method, t, "gain")], metrics[key(method, t, "gain_ci95")] = t_ci95(gap)
         shared = [m for m in per_seed if m in ONE_TRUNK]
         if shared:  # the best one-trunk method by its worse task (chosen on the test seeds: see the book)
             best = max(shared, key=lambda m: per_seed[m].mean(0).min().item())
             metrics["best/method_index"] = float(METHODS.index(best))
             for t in TASKS:
-                metrics[f"best/{t}/gain"] = metrics[f"{best}/{t}/gain"]
-                metrics[f"best/{t}/gain_ci95"] = metrics[f"{best}/{t}/gain_ci95"]
+                metrics[key("best", t, "gain")] = metrics[key(best, t, "gain")]
+                metrics[key("best", t, "gain_ci95")] = metrics[key(best, t, "gain_ci95")]
     return metrics
 
 
@@ -349,13 +376,13 @@ def run_toy(config: ToyConfig) -> tuple[dict[str, float], dict[str, list]]:
             if seed == config.seeds[0]:
                 curves[method] = history
         finals = torch.tensor(finals, dtype=torch.float64)  # (seeds, T)
-        metrics[f"toy/{method}/worst"], metrics[f"toy/{method}/ci95"] = t_ci95(finals.max(1).values)
+        metrics[key("toy", method, "worst")], metrics[key("toy", method, "ci95")] = t_ci95(finals.max(1).values)
         for i in range(finals.shape[1]):
-            metrics[f"toy/{method}/task{i}"] = finals[:, i].mean().item()
+            metrics[key("toy", method, f"task{i}")] = finals[:, i].mean().item()
     return metrics, curves
 
 
 __all__ = ["AGGREGATORS", "ARCHITECTURES", "GRADNORM_LR", "LABELS", "METHODS", "MultitaskConfig", "ONE_TRUNK",
-           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "build", "contains_zero",
-           "conv", "conv_blocks", "last_shared_layer", "paired", "parameter_count", "rule", "run_multidigits",
-           "run_toy", "step", "toy_losses", "train", "train_toy", "trunk_blocks"]
+           "SHORT", "TASKS", "TRUNKS", "ToyConfig", "WEIGHTINGS", "accuracy", "accuracy_table", "build",
+           "contains_zero", "conv", "conv_blocks", "key", "last_shared_layer", "paired", "parameter_count", "rule",
+           "run_multidigits", "run_toy", "step", "toy_losses", "train", "train_toy", "trunk_blocks", "worst"]

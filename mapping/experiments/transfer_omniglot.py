@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .. import budget
+from ..results import metric_key
 from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..transfer import inductive as ind
 from . import omniglot_backbone as ob
@@ -38,6 +39,12 @@ from ..stats import seed_summary
 
 REPRESENTATIONS = ("pixels", "random", "rotation")
 
+
+
+def inductive_key(method: str, shots: int, name: str = "acc") -> str:
+    """The metric ``inductive/{method}/k{shots}/{name}`` (``method``: ``finetune``, ``scratch`` or ``gain``;
+    ``name``: ``acc`` or ``ci95``), for the writer and every reader alike."""
+    return metric_key("inductive", method, f"k{shots}", name)
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -120,13 +127,13 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
                                    split.test_x, split.test_y, epochs=epochs, seed=seed, batch=config.batch,
                                    lr=config.lr(method), backbone_lr_scale=config.backbone_lr_scale,
                                    hidden=config.hidden)
-                per_seed.setdefault(f"inductive/{method}/k{k}/acc", []).append(acc)
+                per_seed.setdefault(inductive_key(method, k), []).append(acc)
                 if progress:
                     print(f"seed {seed} k={k} {method}: {acc:.2f}% ({time.perf_counter() - tic:.0f} s)", flush=True)
     if {"finetune", "scratch"} <= set(config.methods):
         for k in config.shots:
-            per_seed[f"inductive/gain/k{k}/acc"] = [a - b for a, b in zip(per_seed[f"inductive/finetune/k{k}/acc"],
-                                                                         per_seed[f"inductive/scratch/k{k}/acc"])]
+            per_seed[inductive_key("gain", k)] = [a - b for a, b in zip(per_seed[inductive_key("finetune", k)],
+                                                                         per_seed[inductive_key("scratch", k)])]
     metrics: dict[str, float] = {}
     metrics.update(seed_summary(per_seed, config.seeds, prefix=lambda key: key.rsplit("/", 1)[0]))
     metrics["inductive/seconds"] = time.perf_counter() - tic
@@ -183,8 +190,8 @@ def inductive_figure(runs):
     colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(LABELS)}
     for name, metrics, shots, live in runs:
         for method, colour in colours.items():
-            mean = [metrics.get(f"inductive/{method}/k{k}/acc", float("nan")) for k in shots]
-            ci = [metrics.get(f"inductive/{method}/k{k}/ci95", 0.0) for k in shots]
+            mean = [metrics.get(inductive_key(method, k), float("nan")) for k in shots]
+            ci = [metrics.get(inductive_key(method, k, "ci95"), 0.0) for k in shots]
             if live:
                 ax.errorbar(shots, mean, ci, ls="--", marker="D", ms=5, mfc="none", mew=1.2, lw=1, capsize=2,
                             color=colour)
@@ -203,6 +210,19 @@ def inductive_figure(runs):
     return fig
 
 
+def shots_table(metrics: dict[str, float], shots: list[int] | tuple[int, ...]) -> str:
+    """A markdown table of accuracy (%) ± 95% CI against ``k`` (rows), one column per method of :data:`LABELS`;
+    a ``KeyError`` where ``metrics`` lacks one (:func:`inductive_key`)."""
+    from ..report import markdown_table, metric
+    return markdown_table(["k"] + list(LABELS.values()),
+                          [[k] + [metric(metrics, inductive_key(m, k), 1) for m in LABELS] for k in shots])
+
+
+def gains(metrics: dict[str, float], shots: list[int] | tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """``{k: (gain, ci95)}``: fine-tuning minus from scratch, paired by seed, for each ``k`` of ``shots``."""
+    return {k: (metrics[inductive_key("gain", k)], metrics[inductive_key("gain", k, "ci95")]) for k in shots}
+
+
 def run(config: TransferConfig, root: str | os.PathLike | None = None, progress: bool = False,
         **load_kwargs: Any) -> dict[str, float]:
     """Both experiments: :func:`run_inductive` and :func:`run_unsupervised` metrics in one dict; ``load_kwargs``
@@ -211,5 +231,5 @@ def run(config: TransferConfig, root: str | os.PathLike | None = None, progress:
             **run_unsupervised(config, root, progress, **load_kwargs)}
 
 
-__all__ = ["LABELS", "REPRESENTATIONS", "TransferConfig", "inductive_figure", "run", "run_inductive",
-           "run_unsupervised", "target_characters", "unlabelled_drawings"]
+__all__ = ["LABELS", "REPRESENTATIONS", "TransferConfig", "gains", "inductive_figure", "inductive_key", "run",
+           "run_inductive", "run_unsupervised", "shots_table", "target_characters", "unlabelled_drawings"]
