@@ -35,7 +35,8 @@ from .paths import cache_dir
 def sinusoid(args: argparse.Namespace) -> dict:
     """Sinusoid regression (Finn et al. 2017, §5.1): MAML, first-order MAML, Reptile, Meta-SGD, ANIL and a
     pretrained baseline, fine-tuned on held-out tasks."""
-    from .experiments.sinusoid import SinusoidConfig, config_dict, run
+    from .experiments.sinusoid import SinusoidConfig, run
+    from .results import config_dict
     overrides = {"seed": args.seed, **({"compile": False} if args.eager else {})}
     if args.methods:
         overrides["methods"] = tuple(args.methods)
@@ -80,7 +81,7 @@ def omniglot_maml(args: argparse.Namespace) -> dict:
 
 def omniglot_mann(args: argparse.Namespace) -> dict:
     """A memory-augmented network (LRUA) and an LSTM on Omniglot episodes, accuracy by instance (Santoro et al.)."""
-    from .experiments.multitask import config_dict
+    from .results import config_dict
     from .experiments.omniglot_mann import MannConfig, run
     overrides = {"seed": args.seed, **({"iterations": args.iterations} if args.iterations is not None else {}),
                  **({"models": tuple(args.methods)} if args.methods else {})}
@@ -92,7 +93,7 @@ def omniglot_mann(args: argparse.Namespace) -> dict:
 def recognizer(args: argparse.Namespace) -> dict:
     """Chapter 5's one-shot recognizer: ProtoNets on Lake's background set, scored on his 20 runs and on an
     invented writing system; ``--model PATH`` saves it for :meth:`Recognizer.load`."""
-    from .experiments.multitask import config_dict
+    from .results import config_dict
     from .experiments.recognizer import RecognizerConfig, run
     config = RecognizerConfig.for_mode(args.mode, seed=args.seed)
     metrics, model = run(config, device=args.device, checkpoint_dir=cache_dir("checkpoints") if args.resume else None)
@@ -105,7 +106,8 @@ def recognizer(args: argparse.Namespace) -> dict:
 
 def multitask(args: argparse.Namespace) -> dict:
     """MultiDigits with every multi-task method (conv and MLP trunks, several seeds) and GradNorm's toy."""
-    from .experiments.multitask import MultitaskConfig, ToyConfig, config_dict, run_multidigits, run_toy
+    from .experiments.multitask import MultitaskConfig, ToyConfig, run_multidigits, run_toy
+    from .results import config_dict
     config, toy = MultitaskConfig.for_mode(args.mode), ToyConfig.for_mode(args.mode)
     if args.methods:
         config = dataclasses.replace(config, methods=tuple(args.methods))
@@ -124,7 +126,7 @@ def transfer(args: argparse.Namespace) -> dict:
     unsupervised transfer, in one record."""
     from .experiments.digits_da import DigitsDAConfig, run_digits
     from .experiments.moons import MoonsConfig, run_sweep
-    from .experiments.multitask import config_dict
+    from .results import config_dict
     from .experiments.transfer_omniglot import TransferConfig, run
     moons, digits, omniglot = (MoonsConfig.for_mode(args.mode), DigitsDAConfig.for_mode(args.mode),
                                TransferConfig.for_mode(args.mode))
@@ -141,7 +143,7 @@ def combine(args: argparse.Namespace) -> dict:
     """Prototypical Networks meta-trained from a random, an inductively pretrained and a multi-task start, on one
     budget (the book's chapter 2.4)."""
     from .experiments.combine import CombineConfig, run
-    from .experiments.multitask import config_dict
+    from .results import config_dict
     config = CombineConfig.for_mode(args.mode)
     return {"metrics": run(config, progress=True), "config": config_dict(config)}
 
@@ -149,7 +151,7 @@ def combine(args: argparse.Namespace) -> dict:
 def background(args: argparse.Namespace) -> dict:
     """The three limitations of chapter 1 (the article's §1.2), each measured."""
     from .experiments.background import BackgroundConfig, run
-    from .experiments.multitask import config_dict
+    from .results import config_dict
     config = BackgroundConfig.for_mode(args.mode)
     return {"metrics": run(config), "config": config_dict(config)}
 

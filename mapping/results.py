@@ -164,8 +164,7 @@ def metric_key(*parts: object) -> str:
 
 def combine_key(start: str, *rest: object) -> str:
     """``combine/{start}/...`` of :mod:`mapping.experiments.combine` (``combine_key(start, "5w1s", "ep0", "acc")``,
-    ``combine_key(start, "pretrain_seconds")``). Built here for the readers while that module is being rewritten;
-    its writer should use this function too."""
+    ``combine_key(start, "pretrain_seconds")``): the experiment writes its keys with it, the pages read them with it."""
     return metric_key("combine", start, *rest)
 
 

@@ -1,4 +1,4 @@
-"""Chapter 2.2 and 2.4's shared pre-training (mapping.transfer.inductive.pretrained) and their figures (the
+"""Chapter 2.2 and 2.4's shared pre-training (mapping.experiments.omniglot_backbone.pretrained) and their figures (the
 figure functions of mapping.experiments.{transfer_omniglot, moons, digits_da, combine}): the column's width, text
 of at least 8 pt, legends off the data, and a sparse live sweep never joined by a line."""
 from __future__ import annotations

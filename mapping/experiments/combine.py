@@ -7,7 +7,7 @@ on a :class:`~mapping.nn.conv4.Conv4` backbone (batch norm with running statisti
 
 * ``random``: a random initialisation (the usual start of meta-learning);
 * ``inductive``: the backbone of a classifier of the background characters (inductive transfer, Pan & Yang 2010,
-  :func:`mapping.transfer.inductive.pretrain`);
+  :func:`mapping.experiments.omniglot_backbone.pretrain`);
 * ``multitask``: the trunk of a hard-sharing network trained with equal weights on three tasks of the same drawings,
   alphabet, character and standardised ink (:func:`mapping.data.omniglot_multitask`, Caruana 1997).
 
@@ -38,8 +38,9 @@ from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..data.omniglot_multitask import drawings_and_targets
 from ..meta import PrototypicalNetwork
 from ..multitask import HardSharing, task_losses
-from ..transfer import inductive as ind
-from .multitask import seed_summary, t_ci95
+from ..results import combine_key as key
+from ..stats import seed_summary, t_ci95
+from . import omniglot_backbone as ob
 from .omniglot_metric import accuracy as episode_accuracy, embed_all, query_independent
 
 STARTS = ("random", "inductive", "multitask")
@@ -107,7 +108,7 @@ def curves_figure(runs, settings):
     for ax, setting in zip(axes[0], settings):
         for name, metrics, checkpoints, live in runs:
             for start in STARTS:
-                keys = [(e, f"combine/{start}/{setting}/ep{e}") for e in checkpoints]
+                keys = [(e, key(start, setting, f"ep{e}")) for e in checkpoints]
                 have = [(e, k) for e, k in keys if f"{k}/acc" in metrics]
                 if not have:
                     continue
@@ -183,10 +184,10 @@ def results_table(metrics: dict[str, float], episodes: int, settings: list[str])
     rows = []
     for start in STARTS:
         for s in settings:
-            key = f"combine/{start}/{s}"
-            gain = fmt(metrics.get(f"{key}/gain"), metrics.get(f"{key}/gain_ci95"), 1) if start != "random" else "—"
-            rows.append([SHORT[start], s, metric(metrics, f"{key}/ep0/acc", 1),
-                         metric(metrics, f"{key}/ep{episodes}/acc", 1), gain])
+            k = key(start, s)
+            gain = fmt(metrics.get(f"{k}/gain"), metrics.get(f"{k}/gain_ci95"), 1) if start != "random" else "—"
+            rows.append([SHORT[start], s, metric(metrics, f"{k}/ep0/acc", 1),
+                         metric(metrics, f"{k}/ep{episodes}/acc", 1), gain])
     return markdown_table(["start", "task", "episode 0", f"episode {episodes}", "minus random"], rows)
 
 
@@ -202,7 +203,7 @@ def multitask_data(split: OmniglotSplit, drawers: int) -> tuple[Tensor, dict[str
 def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, batch: int = 64, lr: float = 1e-3,
                        hidden: int = 64, seed: int = 0) -> tuple[dict[str, Tensor], list[float]]:
     """Hard sharing (a ``Conv4`` trunk, one linear head per task) trained with equal weights, Adam at ``lr``, on
-    :func:`multitask_data`; returns the trunk's state dict, loadable by :func:`mapping.transfer.inductive.backbone`,
+    :func:`multitask_data`; returns the trunk's state dict, loadable by :func:`mapping.experiments.omniglot_backbone.backbone`,
     and the mean summed loss of each epoch."""
     if not isinstance(split, OmniglotSplit) or split.num_classes == 0:
         raise ValueError("split must be a non-empty OmniglotSplit (the background characters)")
@@ -212,7 +213,7 @@ def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, 
             raise ValueError(f"{name} must be an int in 1..{high or 'inf'}, got {value!r}")
     x, y = multitask_data(split, drawers)
     torch.manual_seed(seed)
-    trunk = ind.backbone(None, hidden, seed)
+    trunk = ob.backbone(None, hidden, seed)
     classes = {"alphabet": len(split.alphabets), "character": split.num_classes, "ink": 1}
     model = HardSharing(trunk, {t: nn.Linear(trunk.embedding_dim, n) for t, n in classes.items()})
     loss_fns = {"alphabet": F.cross_entropy, "character": F.cross_entropy, "ink": F.mse_loss}
@@ -234,7 +235,7 @@ def pretrain_multitask(split: OmniglotSplit, epochs: int, *, drawers: int = 15, 
 
 def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int) -> dict[str, dict | None]:
     """``{start: backbone state dict or None}`` for ``config.starts``, with the pre-training seconds of each in
-    ``["seconds"]``. The inductive start comes from :func:`mapping.transfer.inductive.pretrained` (computed once per
+    ``["seconds"]``. The inductive start comes from :func:`mapping.experiments.omniglot_backbone.pretrained` (computed once per
     configuration, its seconds those of that computation)."""
     states: dict[str, Any] = {"seconds": {}}
     kw = dict(drawers=config.pretrain_drawers, batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden,
@@ -244,7 +245,7 @@ def starting_states(config: CombineConfig, background: OmniglotSplit, seed: int)
         if start == "random":
             states[start] = None
         elif start == "inductive":  # shared with page 2.2 where the configurations agree
-            states[start], _, seconds = ind.pretrained(background, config.pretrain_epochs, **kw)
+            states[start], _, seconds = ob.pretrained(background, config.pretrain_epochs, **kw)
         else:
             states[start] = pretrain_multitask(background, config.pretrain_epochs, **kw)[0]
         states["seconds"][start] = seconds if start == "inductive" else time.perf_counter() - tic
@@ -267,7 +268,7 @@ def evaluate(model: PrototypicalNetwork, config: CombineConfig, test: OmniglotSp
 def meta_train(state: dict[str, Tensor] | None, config: CombineConfig, background: OmniglotSplit,
                test: OmniglotSplit, seed: int) -> dict[int, dict[str, float]]:
     """ProtoNet meta-training from ``state`` (None: random); ``{episode: evaluate(...)}`` at every checkpoint."""
-    model = PrototypicalNetwork(ind.backbone(state, config.hidden, seed))
+    model = PrototypicalNetwork(ob.backbone(state, config.hidden, seed))
     sampler = background.sampler(config.train_way, config.train_shot, config.train_query)
     g = torch.Generator().manual_seed(seed)  # the same episodes for every start
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -303,11 +304,11 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
         for start in config.starts:
             tic = time.perf_counter()
             curve = meta_train(states[start], config, background, test, seed)
-            per_seed.setdefault(f"combine/{start}/seconds", []).append(time.perf_counter() - tic)
-            per_seed.setdefault(f"combine/{start}/pretrain_seconds", []).append(states["seconds"][start])
+            per_seed.setdefault(key(start, "seconds"), []).append(time.perf_counter() - tic)
+            per_seed.setdefault(key(start, "pretrain_seconds"), []).append(states["seconds"][start])
             for episode, accs in curve.items():
                 for setting, acc in accs.items():
-                    per_seed.setdefault(f"combine/{start}/{setting}/ep{episode}/acc", []).append(acc)
+                    per_seed.setdefault(key(start, setting, f"ep{episode}", "acc"), []).append(acc)
             if progress:
                 print(f"seed {seed} {start}: {curve[config.episodes]}", flush=True)
     seconds = {k: v for k, v in per_seed.items() if k.endswith("seconds")}
@@ -317,12 +318,12 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
         for start in config.starts:
             for n, k in config.settings:
                 end = f"{n}w{k}s/ep{config.episodes}/acc"
-                diff = torch.tensor(per_seed[f"combine/{start}/{end}"], dtype=torch.float64) \
-                    - torch.tensor(per_seed[f"combine/random/{end}"], dtype=torch.float64)
+                diff = torch.tensor(per_seed[key(start, end)], dtype=torch.float64) \
+                    - torch.tensor(per_seed[key("random", end)], dtype=torch.float64)
                 mean, half = t_ci95(diff)
-                metrics[f"combine/{start}/{n}w{k}s/gain"] = mean
+                metrics[key(start, f"{n}w{k}s", "gain")] = mean
                 if len(diff) > 1:
-                    metrics[f"combine/{start}/{n}w{k}s/gain_ci95"] = half
+                    metrics[key(start, f"{n}w{k}s", "gain_ci95")] = half
     return metrics
 
 

@@ -35,8 +35,7 @@ from ..multitask import aggregators as agg
 from ..multitask import weighting as wt
 from ..multitask.architectures import CrossStitch, HardSharing, MMoE, SoftSharing, task_losses
 from ..multitask.backward import mtl_backward
-from ..results import config_dict  # noqa: F401  (re-exported: reproduce.py imports it from here)
-from ..stats import seed_summary, t_ci95  # noqa: F401  (re-exported: combine.py imports them from here)
+from ..stats import t_ci95
 
 ARCHITECTURES = ("single", "hard", "soft", "cross_stitch", "mmoe")
 WEIGHTINGS = ("rlw", "uncertainty", "gradnorm", "dwa", "famo")

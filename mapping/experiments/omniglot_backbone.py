@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import memo
 from ..checks import check_choice, check_int, check_number

@@ -7,7 +7,7 @@ for 0..10 steps and measuring the MSE on 100 query points (mean and 95% CI over 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
 from .pool import map_runs
+from ..results import config_dict
 from .runner import checkpoint_path
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
@@ -273,7 +274,3 @@ def run(config: SinusoidConfig, device: torch.device | str = "cpu", checkpoint_d
         part, models[method], histories[method] = run_method(method, config, device, checkpoint_dir, progress)
         metrics.update(part)
     return metrics, models, histories
-
-
-def config_dict(config: SinusoidConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

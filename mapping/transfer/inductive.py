@@ -31,17 +31,6 @@ from ..checks import check_choice, check_int, check_number
 
 METHODS = ("probe", "finetune", "scratch")
 BN = "running"  # the batch-norm policy of the book's Conv4 backbones (rotation, Omniglot): nn.BatchNorm2d
-MOVED = ("FewShotSplit", "backbone", "few_shot_split", "fingerprint", "from_scratch", "pretrain", "pretrained",
-         "transfer")  # Omniglot's, now in mapping.experiments.omniglot_backbone
-
-
-def __getattr__(name: str):
-    """The Omniglot helpers that lived here, read from :mod:`mapping.experiments.omniglot_backbone` on first use
-    (not imported at module level: the experiments build on this module, not the other way round)."""
-    if name in MOVED:
-        from ..experiments import omniglot_backbone
-        return getattr(omniglot_backbone, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def freeze(module: nn.Module) -> nn.Module:
