@@ -39,7 +39,7 @@ TRAINING_FIELDS = ("method", "split", "train_way", "train_shot", "train_query", 
                    "hidden", "matching_scale", "seed", "amp")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MetricConfig:
     """One training run. ``episodes`` is the budget; ``halve_every`` the learning-rate schedule."""
 

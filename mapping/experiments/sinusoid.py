@@ -34,7 +34,7 @@ REPORT_STEPS = (0, 1, 5, 10)
 QUICK_ITERATIONS = 2500  # the book's live runs: 3.1 and 3.2 within their time budgets (see SinusoidConfig.for_mode)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SinusoidConfig:
     """The paper's setup; :meth:`for_mode` shrinks the iterations and evaluation for smoke and quick runs."""
 
@@ -62,10 +62,8 @@ class SinusoidConfig:
 
     @classmethod
     def for_mode(cls, mode: str | None = None, **overrides) -> "SinusoidConfig":
-        m = budget.mode(mode)
-        sizes = {"smoke": dict(iterations=300, eval_tasks=100),
-                 "quick": dict(iterations=QUICK_ITERATIONS, eval_tasks=600),
-                 "full": dict(compile=True)}[m]
+        sizes = budget.pick(smoke=dict(iterations=300, eval_tasks=100),
+                            quick=dict(iterations=QUICK_ITERATIONS, eval_tasks=600), full=dict(compile=True), mode_=mode)
         return cls(**{**sizes, **overrides})
 
 
