@@ -16,6 +16,16 @@ from torch import Tensor
 DIVERGENCE_FACTOR = 10.0
 
 
+def accuracy(scores: Tensor, labels: Tensor) -> float:
+    """The book's one accuracy, a fraction in [0, 1]: the share of rows whose largest score is the label,
+    ``mean(argmax(scores, -1) == labels)`` over ``scores (..., classes)`` and ``labels (...)`` (a record's
+    percentage is ``100 *`` this); NaN for no rows."""
+    if not isinstance(scores, Tensor) or not isinstance(labels, Tensor) or scores.shape[:-1] != labels.shape:
+        raise ValueError(f"scores must be (..., classes) and labels (...) with the same leading shape, got "
+                         f"{tuple(getattr(scores, 'shape', ()))} and {tuple(getattr(labels, 'shape', ()))}")
+    return (scores.argmax(-1) == labels).double().mean().item()
+
+
 def mean_ci95(values: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     """Mean and half-width of the normal 95% confidence interval, ``1.96 * std / sqrt(n)``, along ``dim``."""
     if values.shape[dim] < 2:
@@ -83,4 +93,4 @@ def seed_summary(per_seed: dict[str, list[float]], seeds: tuple[int, ...],
     return out
 
 
-__all__ = ["DIVERGENCE_FACTOR", "diverged", "mean_ci95", "seed_summary", "step_summary", "t_ci95"]
+__all__ = ["DIVERGENCE_FACTOR", "accuracy", "diverged", "mean_ci95", "seed_summary", "step_summary", "t_ci95"]

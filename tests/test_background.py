@@ -43,10 +43,9 @@ def test_each_seed_trains_on_its_own_digits(subset, monkeypatch):
 
     def record(method, data, config, seed):
         seen.setdefault(seed, []).append(data.source_x.flatten(1).sum(1).sort().values)  # the digits, as a set
-        return torch.nn.Identity()
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))  # any scores: only the data matter
 
     monkeypatch.setattr(bg.da, "train", record)
-    monkeypatch.setattr(bg.da, "accuracy", lambda model, x, y: 50.0)
     bg.data_dependence(tiny(per_class=(5, 40), subset=subset))
     for a, b in zip(seen[0], seen[1]):
         assert len(a) in (50, 400)

@@ -61,3 +61,13 @@ def test_seed_summary_keeps_the_mean_the_interval_and_every_seed():
     assert [out[f"m/seed{s}"] for s in (0, 1, 2)] == [1.0, 2.0, 3.0] and out["one/seed2"] == 7.0
     single = seed_summary({"x": [4.0]}, (3,), prefix=lambda key: key + "/p")
     assert single == {"x": 4.0, "x/p/seed3": 4.0}  # no interval from one seed
+
+
+def test_accuracy_is_a_fraction_of_argmax_hits_and_names_bad_shapes():
+    from mapping.stats import accuracy
+    scores = torch.tensor([[0.1, 0.9], [2.0, -1.0], [0.0, 3.0], [1.0, 0.5]])  # argmax 1, 0, 1, 0
+    assert accuracy(scores, torch.tensor([1, 0, 0, 0])) == 0.75
+    assert accuracy(scores[None], torch.tensor([[1, 1, 1, 0]])) == 0.75  # leading dims: tasks
+    assert math.isnan(accuracy(scores[:0], torch.tensor([], dtype=torch.long)))
+    with pytest.raises(ValueError, match="same leading shape"):
+        accuracy(scores, torch.tensor([1, 0]))

@@ -9,7 +9,8 @@ import torch
 
 from mapping.data.moons import shifted_digits
 from mapping.data.multidigits import load_digits
-from mapping.experiments.digits_da import (ADAPTERS, DigitsDAConfig, accuracy, domain_separability, domains,
+from mapping.stats import accuracy
+from mapping.experiments.digits_da import (ADAPTERS, DigitsDAConfig, domain_separability, domains,
                                            feature_pca, feature_views, run_digits, train)
 
 
@@ -54,7 +55,7 @@ def test_short_run_learns_above_chance_and_reports_every_metric():
     metrics, models = run_digits(config)
     assert metrics["digits/source_only/seed0"] == metrics["digits/source_only/acc"]
     data = domains("texture", seed=0)
-    assert accuracy(models["source_only"], data.source_x, data.source_y) > 60  # chance: 10
+    assert accuracy(models["source_only"](data.source_x), data.source_y) > 0.6  # chance: 0.1
     assert metrics["digits/target_supervised/acc"] > 30
     assert {"digits/dann/gap_closed", "digits/dann/gap_closed/seed0", "digits/dann/separability",
             "digits/source_only/separability/seed0"} <= set(metrics)

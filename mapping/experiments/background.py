@@ -39,7 +39,7 @@ from ..data.moons import SHIFT_KINDS, shifted_digits
 from ..data.omniglot import load_omniglot
 from . import omniglot_backbone as ob
 from . import digits_da as da
-from ..stats import seed_summary
+from ..stats import accuracy, seed_summary
 from .transfer_omniglot import TransferConfig
 
 
@@ -143,7 +143,7 @@ def data_dependence(config: BackgroundConfig) -> dict[str, float]:
             i = balanced_subset(data.source_y, n, draw)  # (10 n,)
             small = dataclasses.replace(data, source_x=data.source_x[i], source_y=data.source_y[i])
             model = da.train("source_only", small, train_config, seed)
-            per_seed.setdefault(data_key(n, "acc"), []).append(da.accuracy(model, data.test_source_x, data.test_y))
+            per_seed.setdefault(data_key(n, "acc"), []).append(100 * accuracy(model(data.test_source_x), data.test_y))
     return seed_summary(per_seed, config.seeds)
 
 
@@ -156,11 +156,11 @@ def domain_shift(config: BackgroundConfig) -> dict[str, float]:
     for seed in config.seeds:
         data = da.domains("texture", seed)
         model = da.train("source_only", data, train_config, seed)
-        plain = da.accuracy(model, data.test_source_x, data.test_y)
+        plain = 100 * accuracy(model(data.test_source_x), data.test_y)
         per_seed.setdefault("shift/plain/acc", []).append(plain)
         for kind in SHIFT_KINDS:
             test = shifted_digits("test", kind, seed)
-            acc = da.accuracy(model, test.target_x, test.target_y)
+            acc = 100 * accuracy(model(test.target_x), test.target_y)
             per_seed.setdefault(shift_key(kind, "acc"), []).append(acc)
             per_seed.setdefault(shift_key(kind, "drop"), []).append(plain - acc)
     return seed_summary(per_seed, config.seeds)

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .checks import check_ints
 from .. import budget
 from ..data.moons import SHIFT_KINDS, shifted_digits
+from ..stats import accuracy
 from ..transfer import CORALLoss, DomainAdversarialLoss, DomainDiscriminator, MMDLoss
 
 METHODS = ("source_only", "dann", "mmd", "coral", "target_supervised")
@@ -185,11 +186,6 @@ def train(method: str, data: Domains, config: DigitsDAConfig, seed: int) -> Digi
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Accuracy (%) of ``model`` on ``x``, ``y``."""
-    return 100 * (model(x).argmax(1) == y).double().mean().item()
-
-
 @torch.no_grad()
 def domain_separability(model: DigitsNet, data: Domains) -> float:
     """Test accuracy (%) of a logistic regression telling source from target features of ``model``.
@@ -290,7 +286,7 @@ def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[s
         data = domains(config.kind, seed, validation)
         for method in config.methods:
             model = train(method, data, config, seed)
-            metrics[f"digits/{method}/seed{seed}"] = accuracy(model, data.test_x, data.test_y)
+            metrics[f"digits/{method}/seed{seed}"] = 100 * accuracy(model(data.test_x), data.test_y)
             metrics[f"digits/{method}/separability/seed{seed}"] = domain_separability(model, data)
             if seed == config.seeds[0]:
                 models[method] = model
@@ -311,6 +307,6 @@ def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[s
     return metrics, models
 
 
-__all__ = ["ADAPTERS", "DigitsDAConfig", "DigitsNet", "Domains", "LABELS", "METHODS", "accuracy", "alignment",
+__all__ = ["ADAPTERS", "DigitsDAConfig", "DigitsNet", "Domains", "LABELS", "METHODS", "alignment",
            "domain_separability", "domains", "feature_figure", "feature_pca", "feature_views", "results_table",
            "run_digits", "train"]

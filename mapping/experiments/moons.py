@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from .. import budget
 from ..results import metric_key
+from ..stats import accuracy
 from ..data.moons import DomainShift, inter_twinning_moons
 from ..transfer import DomainAdversarialLoss, DomainDiscriminator, dann_lr
 
@@ -59,11 +60,6 @@ class MoonsRun:
     domain_accuracy: float | None = None
     models: dict[str, MoonsNet] = field(default_factory=dict)
     data: DomainShift | None = None
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).double().mean().item() if len(x) else float("nan")
 
 
 def train_moons(method: str, data: DomainShift, *, seed: int = 0, steps: int = 2000, lr: float = 0.3,
@@ -105,9 +101,10 @@ def run_moons(angle: float = 35.0, seed: int = 0, steps: int = 2000, *, methods:
     for method in methods:
         model, domain = train_moons(method, data, seed=seed, steps=steps, **train_kw)
         run.models[method] = model
-        run.accuracy[method] = accuracy(model, data.target_x, data.target_y)
-        run.test_accuracy[method] = accuracy(model, data.test_x, data.test_y)
-        run.source_accuracy[method] = accuracy(model, data.source_x, data.source_y)
+        with torch.no_grad():
+            run.accuracy[method] = accuracy(model(data.target_x), data.target_y)
+            run.test_accuracy[method] = accuracy(model(data.test_x), data.test_y)
+            run.source_accuracy[method] = accuracy(model(data.source_x), data.source_y)
         if method == "dann":
             run.domain_accuracy = domain
     return run
@@ -229,5 +226,5 @@ def run_sweep(config: MoonsConfig) -> dict[str, float]:
     return metrics
 
 
-__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "accuracy", "angles_table", "decision_grid",
+__all__ = ["LABELS", "METHODS", "MoonsConfig", "MoonsNet", "MoonsRun", "angles_table", "decision_grid",
            "gap_closed", "key", "run_moons", "run_sweep", "sweep_figure", "train_moons"]

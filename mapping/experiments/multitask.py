@@ -35,7 +35,7 @@ from ..multitask import aggregators as agg
 from ..multitask import weighting as wt
 from ..multitask.architectures import CrossStitch, HardSharing, MMoE, SoftSharing, task_losses
 from ..multitask.backward import mtl_backward
-from ..stats import t_ci95
+from ..stats import accuracy as accuracy_of, t_ci95
 
 ARCHITECTURES = ("single", "hard", "soft", "cross_stitch", "mmoe")
 WEIGHTINGS = ("rlw", "uncertainty", "gradnorm", "dwa", "famo")
@@ -270,7 +270,7 @@ def accuracy(models: dict[str, nn.Module], data: MultiDigits, tasks=TASKS) -> di
     out = {}
     for t in tasks:
         model = models.get(t, models.get("all"))
-        out[t] = 100 * (model.eval()(data.x)[t].argmax(-1) == data.targets[t]).double().mean().item()
+        out[t] = 100 * accuracy_of(model.eval()(data.x)[t], data.targets[t])
     return out
 
 

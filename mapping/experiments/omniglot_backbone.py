@@ -108,7 +108,7 @@ def transfer(method: str, backbone_state: dict[str, Tensor] | None, train_x: Ten
     for name, x in (("train", train_x), ("test", test_x)):
         if isinstance(x, Tensor) and x.dim() != 4:
             raise ValueError(f"{name}_x must be (N, 1, H, W) drawings, got {tuple(x.shape)}")
-    return ind.transfer_accuracy(method, backbone(backbone_state, hidden, seed), train_x, train_y, test_x, test_y,
+    return 100 * ind.transfer_accuracy(method, backbone(backbone_state, hidden, seed), train_x, train_y, test_x, test_y,
                                  epochs=epochs, seed=seed, batch=batch, lr=lr, backbone_lr_scale=backbone_lr_scale)
 
 
@@ -128,7 +128,7 @@ def pretrain(split: OmniglotSplit, epochs: int, *, drawers: int = 20, batch: int
     ind.fit(net, torch.optim.Adam(net.parameters(), lr=check_number("lr", lr, strict=True)), x,
             labels.repeat_interleave(drawers), epochs=epochs, batch=batch, seed=seed)
     held = split.images[:, drawers:].reshape(-1, 1, *split.images.shape[2:])  # (C * (20 - drawers), 1, H, W)
-    val = ind.accuracy(net, held, labels.repeat_interleave(total - drawers)) if drawers < total else math.nan
+    val = 100 * ind.accuracy(net, held, labels.repeat_interleave(total - drawers)) if drawers < total else math.nan
     return {n: t.clone() for n, t in net.state_dict().items() if not n.startswith("head.")}, val
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import stats
 from ..checks import check_choice, check_int, check_number
 
 METHODS = ("probe", "finetune", "scratch")
@@ -70,8 +71,8 @@ def embed(net: nn.Module, x: Tensor, batch: int = 1024) -> Tensor:
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Accuracy (%) of ``model`` in ``eval()`` mode on ``(x, y)``."""
-    return 100 * (embed(model, x).argmax(-1) == y).double().mean().item()
+    """Accuracy of ``model`` in ``eval()`` mode on ``(x, y)``, a fraction (:func:`mapping.stats.accuracy`)."""
+    return stats.accuracy(embed(model, x), y)
 
 
 def feature_dim(net: nn.Module, x: Tensor) -> int:
@@ -127,7 +128,7 @@ def check_labelled(name: str, x: object, y: object) -> None:
 def transfer_accuracy(method: str, net: nn.Module, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
                       *, epochs: int, seed: int = 0, batch: int = 64, lr: float = 1e-3,
                       backbone_lr_scale: float = 0.1) -> float:
-    """Test accuracy (%) of ``method`` (:data:`METHODS`) trained on ``(train_x, train_y)`` with the extractor
+    """Test accuracy (a fraction) of ``method`` (:data:`METHODS`) trained on ``(train_x, train_y)`` with the extractor
     ``net``: pre-trained for ``probe`` and ``finetune``, freshly initialised for ``scratch`` (every parameter
     at ``lr``). Classes are ``0..max(train_y, test_y)``."""
     check_choice("method", method, METHODS)
