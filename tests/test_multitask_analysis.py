@@ -14,7 +14,8 @@ from torch import nn
 
 from mapping.multitask.aggregators import PCGrad
 from mapping.multitask.analysis import (GramianRecorder, conflict_map, gradient_cosines, gramian_cosines,
-                                        layer_groups, pairwise_cosines, pcgrad_coefficients, shuffled_batches)
+                                        layer_groups, pairwise_cosines, pcgrad_coefficients)
+from mapping.data import shuffled_batches
 from mapping.multitask.architectures import HardSharing, task_losses
 from mapping.multitask.backward import mtl_backward
 

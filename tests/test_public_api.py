@@ -1,5 +1,8 @@
-"""The public surface of mapping.meta, pinned: a name leaves or joins it only with this test changed."""
+"""The public surface of each subpackage, pinned: a name leaves or joins it only with this test changed."""
+import importlib
 import inspect
+
+import pytest
 
 import mapping.meta
 
@@ -40,3 +43,34 @@ def test_every_learner_answers_the_protocol_by_its_class():
             want = ["self", "batch", "loss_fn"] if call == "meta_loss" else [
                 "self", "support_x", "support_y", "query_x", "loss_fn", "steps"]
             assert params[:len(want)] == want, f"{cls.__name__}.{call}{params}"
+
+
+SURFACE = {
+    "mapping.data": {
+        "TaskBatch", "EpisodeSampler", "EpisodeBatchSampler", "EpisodeCollate", "Sinusoid", "OmniglotSplit",
+        "load_omniglot", "vinyals_split", "lake_split", "small_split", "LakeRuns", "LakeResult", "load_lake_runs",
+        "evaluate_lake", "unseen_runs", "GLYPHS", "glyph_drawings", "episode_sequences", "offset_labels",
+        "accuracy_by_instance", "MultiDigits", "MultiTaskDataset", "GradNormToy", "gradnorm_toy", "OmniglotMultitask",
+        "omniglot_multitask", "shuffled_batches", "DomainShift", "inter_twinning_moons", "shifted_digits",
+        "SHIFT_KINDS"},
+    "mapping.multitask": {
+        "HardSharing", "SoftSharing", "CrossStitch", "MMoE", "task_losses", "Weighting", "EqualWeighting",
+        "RandomWeighting", "UncertaintyWeighting", "GradNorm", "DynamicWeightAverage", "FAMO", "Aggregator", "Mean",
+        "PCGrad", "MGDA", "CAGrad", "UPGrad", "IMTLG", "mtl_backward", "task_jacobian", "gramian", "GramianRecorder",
+        "conflict_map", "gradient_cosines", "gramian_cosines", "layer_groups", "pairwise_cosines",
+        "pcgrad_coefficients"},
+    "mapping.transfer": {
+        "GradientReversal", "GradientReversalLayer", "grad_reverse", "DomainDiscriminator", "DomainAdversarialLoss",
+        "dann_lambda", "dann_lr", "MMDLoss", "CORALLoss", "mmd", "coral", "covariance", "DEFAULT_KERNELS", "fit",
+        "embed", "freeze", "feature_dim", "linear_probe", "fine_tune", "fine_tune_optimizer", "transfer_accuracy",
+        "ROTATIONS", "rotations", "pretrain_rotation", "random_backbone", "features", "calibrate_batch_norm",
+        "cluster_scores", "evaluate_unsupervised"},
+    "mapping.meta": META,
+}
+
+
+@pytest.mark.parametrize("name", SURFACE)
+def test_each_subpackage_exports_its_pinned_names(name):
+    module = importlib.import_module(name)
+    assert set(module.__all__) == SURFACE[name] and len(module.__all__) == len(SURFACE[name])
+    assert all(hasattr(module, n) for n in module.__all__)

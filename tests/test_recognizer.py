@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mapping.data import GLYPHS, LakeRuns, draw_glyph, glyph_drawings
+from mapping.data import GLYPHS, LakeRuns, glyph_drawings
+from mapping.data.glyphs import draw_glyph
 from mapping.data.omniglot import preprocess_png
 from mapping.experiments import recognizer as rz
 from mapping.meta import PrototypicalNetwork

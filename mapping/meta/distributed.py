@@ -12,11 +12,13 @@ weights that make uneven slices (5 tasks over 2 processes) exact. Reptile's ``.g
 theta'_i``, a mean over tasks too) is reduced the same way. Every process then holds the single-process
 meta-gradient of the whole batch, so the same optimizer step keeps the replicas equal.
 
->>> context = init_from_env()                          # torchrun's RANK, WORLD_SIZE, LOCAL_RANK
->>> batch = tasks.sample(25, 10, 10, generator)        # the same global batch on every rank (same seed)
->>> local = shard(batch, context.rank, context.world_size).to(context.device)
->>> loss = maml.meta_loss(local, F.mse_loss); loss.backward()
->>> all_reduce_meta_grads(maml.parameters(), local.num_tasks, batch.num_tasks); optimizer.step()
+Under ``torchrun`` (the README's section "Several processes" runs it whole; tests/test_distributed.py too)::
+
+    context = init_from_env()                          # torchrun's RANK, WORLD_SIZE, LOCAL_RANK
+    batch = tasks.sample(25, 10, 10, generator)        # the same global batch on every rank (same seed)
+    local = shard(batch, context.rank, context.world_size).to(context.device)
+    loss = maml.meta_loss(local, F.mse_loss); loss.backward()
+    all_reduce_meta_grads(maml.parameters(), local.num_tasks, batch.num_tasks); optimizer.step()
 """
 from __future__ import annotations
 

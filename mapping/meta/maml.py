@@ -257,10 +257,19 @@ class MetaLearner(nn.Module):
 class MAML(MetaLearner):
     """MAML around any ``nn.Module`` (learn2learn: ``l2l.algorithms.MAML(model, lr, first_order)``).
 
-    >>> maml = MAML(model, alpha=0.01, steps=1, loss_fn=F.mse_loss)
-    >>> loss = maml.meta_loss(batch)                     # vmapped over tasks
-    >>> loss.backward(); optimizer.step()
-    >>> learner = maml.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # one task at a time
+    >>> import torch, torch.nn.functional as F
+    >>> from mapping.data import Sinusoid
+    >>> from mapping.nn import sinusoid_mlp
+    >>> maml = MAML(sinusoid_mlp(40), alpha=0.01, steps=1, loss_fn=F.mse_loss)
+    >>> batch = Sinusoid.maml().sample(4, 5, 5, torch.Generator().manual_seed(0))  # 4 tasks, K = 5
+    >>> loss = maml.meta_loss(batch)                     # vmapped over the tasks
+    >>> loss.backward()                                  # the meta-gradient, in .grad
+    >>> maml.predict(batch.support_x, batch.support_y, batch.query_x).shape   # after one inner step
+    torch.Size([4, 5, 1])
+    >>> learner = maml.clone()                           # one task at a time, as learn2learn
+    >>> learner = learner.adapt(F.mse_loss(learner(batch.support_x[0]), batch.support_y[0]))
+    >>> learner(batch.query_x[0]).shape
+    torch.Size([5, 1])
 
     ``alpha`` defaults to 0.01 (``lr=`` is learn2learn's name for it). ``execution`` (``"vmap"``, ``"chunk"``
     with ``chunk_size``, or ``"loop"``) says how the tasks of a batch run; every execution gives the same loss

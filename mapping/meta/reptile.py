@@ -112,9 +112,15 @@ def article_reptile_update(params: Params, adapted: Params, beta: float) -> Para
 class Reptile(MetaLearner):
     """Reptile around any ``nn.Module`` (learn2learn users write the same loop by hand).
 
-    >>> reptile = Reptile(model, alpha=0.01, steps=5, loss_fn=F.mse_loss)
+    >>> import torch, torch.nn.functional as F
+    >>> from mapping.data import Sinusoid
+    >>> from mapping.nn import sinusoid_mlp
+    >>> reptile = Reptile(sinusoid_mlp(40), alpha=0.01, steps=5, loss_fn=F.mse_loss)
+    >>> optimizer = torch.optim.SGD(reptile.parameters(), lr=0.1)           # lr: Reptile's beta
+    >>> batch = Sinusoid.maml().sample(4, 5, 5, torch.Generator().manual_seed(0))
     >>> optimizer.zero_grad(); reptile.meta_loss(batch).backward(); optimizer.step()
-    >>> learner = reptile.clone(); learner.adapt(F.mse_loss(learner(x_s), y_s))   # as for MAML
+    >>> reptile.diagnostics["inner_losses"].shape        # (tasks, steps)
+    torch.Size([4, 5])
 
     :meth:`meta_loss` follows :mod:`mapping.meta.protocol`: its backward leaves ``theta - mean_i theta'_i`` in
     ``.grad``, so SGD with ``lr=beta`` takes Reptile's step. ``alpha`` defaults to 0.01 (``lr=`` is

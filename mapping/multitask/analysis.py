@@ -15,8 +15,8 @@ Task ``i``'s gradient on the shared parameters is row ``g_i`` of the Jacobian ``
   each task gradient;
 * :func:`conflict_map`: the cosine matrix averaged over batches, on all shared parameters and layer by layer
   (:func:`layer_groups`), without training;
-* :func:`shuffled_batches` (from :mod:`mapping.data.batches`, re-exported): epochs of shuffled mini-batches
-  ``(x, {task: y})`` of a multi-task dataset.
+
+Mini-batches of a multi-task dataset come from :func:`mapping.data.shuffled_batches`.
 """
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..data.batches import shuffled_batches
 from .aggregators import Mean, PCGrad, check_gramian
 from .architectures import task_losses
 from .backward import mtl_backward
 from .jacobian import check_inputs, jacobian_blocks
 
 __all__ = ["GramianRecorder", "conflict_map", "gradient_cosines", "gramian_cosines", "layer_groups",
-           "pairwise_cosines", "pcgrad_coefficients", "shuffled_batches"]
+           "pairwise_cosines", "pcgrad_coefficients"]
 
 
 def gramian_cosines(gramian: Tensor) -> Tensor:

@@ -92,8 +92,13 @@ class primitive_norms(TorchFunctionMode):
     """While active, ``F.layer_norm``, ``F.batch_norm`` and ``F.instance_norm`` run as the primitive-op
     functions of this module (every other call is unchanged).
 
-    >>> with primitive_norms():
-    ...     loss = vmap(one_task)(...)       # exact second-order gradients through normalisation
+    >>> import torch
+    >>> from torch.func import vmap
+    >>> norm = lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:])
+    >>> with primitive_norms():                # exact second-order gradients through normalisation
+    ...     out = vmap(norm)(torch.randn(3, 4, 5))
+    >>> out.shape
+    torch.Size([3, 4, 5])
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -10,9 +10,23 @@
   rotation prediction, then k-means clustering of new data scored by NMI and ARI.
 """
 from . import adversarial, discrepancy, inductive, unsupervised
-from .adversarial import *  # noqa: F401,F403
-from .discrepancy import *  # noqa: F401,F403
-from .inductive import *  # noqa: F401,F403
-from .unsupervised import *  # noqa: F401,F403
+from .adversarial import (DomainAdversarialLoss, DomainDiscriminator, GradientReversal, GradientReversalLayer,
+                          dann_lambda, dann_lr, grad_reverse)
+from .discrepancy import DEFAULT_KERNELS, CORALLoss, MMDLoss, coral, covariance, mmd
+from .inductive import (embed, feature_dim, fine_tune, fine_tune_optimizer, fit, freeze, linear_probe,
+                        transfer_accuracy)
+from .unsupervised import (ROTATIONS, calibrate_batch_norm, cluster_scores, evaluate_unsupervised, features,
+                           pretrain_rotation, random_backbone, rotations)
 
-__all__ = sorted({*adversarial.__all__, *discrepancy.__all__, *inductive.__all__, *unsupervised.__all__})
+__all__ = [
+    # domain-adversarial training
+    "GradientReversal", "GradientReversalLayer", "grad_reverse", "DomainDiscriminator", "DomainAdversarialLoss",
+    "dann_lambda", "dann_lr",
+    # feature discrepancies
+    "MMDLoss", "CORALLoss", "mmd", "coral", "covariance", "DEFAULT_KERNELS",
+    # inductive transfer on any extractor (its accuracy is mapping.stats.accuracy of its outputs)
+    "fit", "embed", "freeze", "feature_dim", "linear_probe", "fine_tune", "fine_tune_optimizer", "transfer_accuracy",
+    # unsupervised transfer
+    "ROTATIONS", "rotations", "pretrain_rotation", "random_backbone", "features", "calibrate_batch_norm",
+    "cluster_scores", "evaluate_unsupervised",
+]
