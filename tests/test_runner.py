@@ -34,3 +34,13 @@ def test_omniglot_maml_key_is_the_name_its_stored_checkpoints_have():
     config = MamlConfig()
     training = {k: v for k, v in asdict(config).items() if k not in TEST_FIELDS and (k != "amp" or v)}
     assert checkpoint_key(config) == hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def test_over_seeds_gathers_each_metric_in_seed_order():
+    from mapping.experiments.runner import over_seeds
+    calls = []
+
+    def one_seed(seed):
+        calls.append(seed)
+        return {"a": seed * 1.0, **({"b": -seed} if seed != 2 else {})}  # a metric a seed can lack
+    assert over_seeds((3, 1, 2), one_seed) == {"a": [3.0, 1.0, 2.0], "b": [-3, -1]} and calls == [3, 1, 2]

@@ -41,6 +41,7 @@ from . import omniglot_backbone as ob
 from . import digits_da as da
 from ..stats import accuracy, seed_summary
 from .transfer_omniglot import TransferConfig
+from .runner import over_seeds
 
 
 SUBSETS = ("seeded", "first")
@@ -134,36 +135,37 @@ def data_dependence(config: BackgroundConfig) -> dict[str, float]:
     """``data/n{n}/acc``: plain test accuracy (%) of :class:`~mapping.experiments.digits_da.DigitsNet` trained on
     ``n`` digits per class, ``config.steps`` steps for every ``n``; with ``config.subset == "seeded"`` each seed
     trains on its own draw of the digits (nested over ``n``), with ``"first"`` every seed on the first ones."""
-    per_seed: dict[str, list[float]] = {}
     train_config = da.DigitsDAConfig(steps=config.steps, methods=("source_only",))
-    for seed in config.seeds:
-        data = da.domains("texture", seed)
+
+    def one_seed(seed: int) -> dict[str, float]:
+        data, out = da.domains("texture", seed), {}
         for n in config.per_class:
             draw = torch.Generator().manual_seed(seed) if config.subset == "seeded" else None  # same for every n
             i = balanced_subset(data.source_y, n, draw)  # (10 n,)
             small = dataclasses.replace(data, source_x=data.source_x[i], source_y=data.source_y[i])
             model = da.train("source_only", small, train_config, seed)
-            per_seed.setdefault(data_key(n, "acc"), []).append(100 * accuracy(model(data.test_source_x), data.test_y))
-    return seed_summary(per_seed, config.seeds)
+            out[data_key(n, "acc")] = 100 * accuracy(model(data.test_source_x), data.test_y)
+        return out
+    return seed_summary(over_seeds(config.seeds, one_seed), config.seeds)
 
 
 def domain_shift(config: BackgroundConfig) -> dict[str, float]:
     """``shift/plain/acc`` and ``shift/{kind}/acc`` for each of :data:`~mapping.data.moons.SHIFT_KINDS`: test
     accuracy (%) of the network trained on all plain source digits; ``shift/{kind}/drop``: plain minus shifted,
     paired by seed."""
-    per_seed: dict[str, list[float]] = {}
     train_config = da.DigitsDAConfig(steps=config.steps, methods=("source_only",))
-    for seed in config.seeds:
+
+    def one_seed(seed: int) -> dict[str, float]:
         data = da.domains("texture", seed)
         model = da.train("source_only", data, train_config, seed)
         plain = 100 * accuracy(model(data.test_source_x), data.test_y)
-        per_seed.setdefault("shift/plain/acc", []).append(plain)
+        out = {"shift/plain/acc": plain}
         for kind in SHIFT_KINDS:
             test = shifted_digits("test", kind, seed)
             acc = 100 * accuracy(model(test.target_x), test.target_y)
-            per_seed.setdefault(shift_key(kind, "acc"), []).append(acc)
-            per_seed.setdefault(shift_key(kind, "drop"), []).append(plain - acc)
-    return seed_summary(per_seed, config.seeds)
+            out[shift_key(kind, "acc")], out[shift_key(kind, "drop")] = acc, plain - acc
+        return out
+    return seed_summary(over_seeds(config.seeds, one_seed), config.seeds)
 
 
 def new_alphabet(config: BackgroundConfig, root: str | os.PathLike | None = None,

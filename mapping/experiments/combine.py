@@ -42,6 +42,7 @@ from ..results import combine_key as key
 from ..stats import seed_summary, t_ci95
 from . import omniglot_backbone as ob
 from .omniglot_metric import accuracy as episode_accuracy, embed_all, query_independent
+from .runner import over_seeds
 
 STARTS = ("random", "inductive", "multitask")
 LABELS = {"random": "random initialisation", "inductive": "inductive transfer (character classifier)",
@@ -298,19 +299,20 @@ def run(config: CombineConfig, root: str | os.PathLike | None = None, progress: 
     if config.background_characters is not None:
         background = background.subset(slice(0, config.background_characters))
     test = load_omniglot("evaluation", root, **load_kwargs)
-    per_seed: dict[str, list[float]] = {}
-    for seed in config.seeds:
-        states = starting_states(config, background, seed)
+
+    def one_seed(seed: int) -> dict[str, float]:
+        states, out = starting_states(config, background, seed), {}
         for start in config.starts:
             tic = time.perf_counter()
             curve = meta_train(states[start], config, background, test, seed)
-            per_seed.setdefault(key(start, "seconds"), []).append(time.perf_counter() - tic)
-            per_seed.setdefault(key(start, "pretrain_seconds"), []).append(states["seconds"][start])
-            for episode, accs in curve.items():
-                for setting, acc in accs.items():
-                    per_seed.setdefault(key(start, setting, f"ep{episode}", "acc"), []).append(acc)
+            out[key(start, "seconds")] = time.perf_counter() - tic
+            out[key(start, "pretrain_seconds")] = states["seconds"][start]
+            out.update({key(start, setting, f"ep{episode}", "acc"): acc
+                        for episode, accs in curve.items() for setting, acc in accs.items()})
             if progress:
                 print(f"seed {seed} {start}: {curve[config.episodes]}", flush=True)
+        return out
+    per_seed = over_seeds(config.seeds, one_seed)
     seconds = {k: v for k, v in per_seed.items() if k.endswith("seconds")}
     metrics = {k: sum(v) / len(v) for k, v in seconds.items()}
     metrics.update(seed_summary({k: v for k, v in per_seed.items() if k not in seconds}, config.seeds))

@@ -34,6 +34,7 @@ from ..results import metric_key
 from ..data.omniglot import OmniglotSplit, load_omniglot
 from ..transfer import inductive as ind
 from . import omniglot_backbone as ob
+from .runner import over_seeds
 from ..transfer import unsupervised as uns
 from ..stats import seed_summary
 
@@ -113,12 +114,11 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
     tic = time.perf_counter()
     source, target = load_omniglot("background", root, **load_kwargs), load_omniglot("evaluation", root, **load_kwargs)
     target = target_characters(target, config.characters_per_alphabet)
-    per_seed: dict[str, list[float]] = {}
-    for seed in config.seeds:
+
+    def one_seed(seed: int) -> dict[str, float]:
         state, val, _ = ob.pretrained(source, config.pretrain_epochs, drawers=config.pretrain_drawers,
                                        batch=config.batch, lr=config.pretrain_lr, hidden=config.hidden, seed=seed)
-        if val == val:  # not nan: some background drawers were held out
-            per_seed.setdefault("inductive/pretrain/val_acc", []).append(val)
+        out = {"inductive/pretrain/val_acc": val} if val == val else {}  # not nan: some drawers were held out
         for k in config.shots:
             split = ob.few_shot_split(target, k, seed)
             epochs = max(config.min_epochs, round(config.transfer_images / split.train_y.numel()))
@@ -127,9 +127,11 @@ def run_inductive(config: TransferConfig, root: str | os.PathLike | None = None,
                                    split.test_x, split.test_y, epochs=epochs, seed=seed, batch=config.batch,
                                    lr=config.lr(method), backbone_lr_scale=config.backbone_lr_scale,
                                    hidden=config.hidden)
-                per_seed.setdefault(inductive_key(method, k), []).append(acc)
+                out[inductive_key(method, k)] = acc
                 if progress:
                     print(f"seed {seed} k={k} {method}: {acc:.2f}% ({time.perf_counter() - tic:.0f} s)", flush=True)
+        return out
+    per_seed = over_seeds(config.seeds, one_seed)
     if {"finetune", "scratch"} <= set(config.methods):
         for k in config.shots:
             per_seed[inductive_key("gain", k)] = [a - b for a, b in zip(per_seed[inductive_key("finetune", k)],
@@ -157,20 +159,21 @@ def run_unsupervised(config: TransferConfig, root: str | os.PathLike | None = No
     x = unlabelled_drawings(target, 20)  # (C * 20, 1, 28, 28)
     labels = torch.arange(target.num_classes).repeat_interleave(20)  # (C * 20,)
     groups = target.alphabet_index.repeat_interleave(20)  # (C * 20,)
-    per_seed: dict[str, list[float]] = {}
-    for seed in config.seeds:
+
+    def one_seed(seed: int) -> dict[str, float]:
         states = {"pixels": None, "random": uns.random_backbone(pool, hidden=config.hidden, seed=seed),
                   "rotation": uns.pretrain_rotation(pool, config.rotation_epochs, batch=config.rotation_batch,
                                                     lr=config.rotation_lr, hidden=config.hidden, seed=seed)}
+        out = {}
         for name, state in states.items():
             scores = uns.evaluate_unsupervised(uns.features(state, x, config.hidden), labels, groups, seed,
                                                config.kmeans_n_init)
-            for score in ("nmi", "ari"):
-                per_seed.setdefault(f"unsupervised/{name}/{score}", []).append(scores[score])
+            out.update({f"unsupervised/{name}/{score}": scores[score] for score in ("nmi", "ari")})
             if progress:
                 print(f"seed {seed} {name}: NMI {scores['nmi']:.3f} ARI {scores['ari']:.3f} "
                       f"({time.perf_counter() - tic:.0f} s)", flush=True)
-    metrics = seed_summary(per_seed, config.seeds, prefix=lambda key: key)
+        return out
+    metrics = seed_summary(over_seeds(config.seeds, one_seed), config.seeds, prefix=lambda key: key)
     metrics["unsupervised/seconds"] = time.perf_counter() - tic
     return metrics
 
