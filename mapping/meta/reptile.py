@@ -206,8 +206,8 @@ class Reptile(MetaLearner):
 
     def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
         """The mean first inner loss (a 0-dim tensor), whose ``backward()`` adds ``theta - mean_i theta'_i`` to
-        each parameter's ``.grad`` (Nichol et al. 2018, Algorithm 2, through :class:`~mapping.meta.chunked.
-        Precomputed`); the inner losses ``(tasks, steps)`` go to ``self.diagnostics["inner_losses"]``.
+        each parameter's ``.grad`` (Nichol et al. 2018, Algorithm 2, through
+        :class:`~mapping.meta.chunked.Precomputed`); the inner losses ``(tasks, steps)`` go to ``self.diagnostics["inner_losses"]``.
 
         With ``use_query`` the inner loop trains on support and query together (Reptile has no query set).
         """

@@ -141,7 +141,7 @@ class SiameseNetwork(MetricLearner):
 
     ``distance = Linear(dim, 1)`` holds ``alpha`` and ``b``; ``dim`` defaults to ``backbone.out_dim``.
     ``reduce`` scores a class by the max (default) or mean of its shots' logits. Train with
-    :meth:`pair_loss` on :func:`sample_pairs` (Koch's protocol) or with :meth:`loss` on episodes.
+    :meth:`pair_loss` on :func:`sample_pairs` (Koch's protocol) or with :meth:`meta_loss` on episodes.
     """
 
     def __init__(self, backbone: nn.Module, *, dim: int | None = None, reduce: str = "max") -> None:
