@@ -197,6 +197,9 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     common.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     common.add_argument("--out", default=None, help="folder for the JSON (default: the repository's results/)")
     common.add_argument("--no-resume", dest="resume", action="store_false", help="ignore and write no checkpoints")
+    common.add_argument("--threads", type=positive_int, default=None,
+                        help="torch.set_num_threads (per job where runs train at once; default torch's, "
+                             "sinusoid on a CPU: 1)")
     common.add_argument("--name", type=record_name, default=None,
                         help="record name, i.e. results/<name>.json (default: the experiment's, e.g. omniglot_metric)")
     methods = argparse.ArgumentParser(add_help=False)
@@ -205,8 +208,6 @@ def _flags() -> dict[str, argparse.ArgumentParser]:
     jobs.add_argument("--jobs", type=positive_int, default=None,
                       help="runs trained at once in worker processes (default 1; sinusoid on a CPU: one per core, "
                            "at most 2)")
-    jobs.add_argument("--threads", type=positive_int, default=None,
-                      help="torch.set_num_threads per job (default torch's; sinusoid on a CPU: 1)")
     amp = argparse.ArgumentParser(add_help=False)
     amp.add_argument("--amp", action="store_true", help="bfloat16 autocast in training (CUDA only)")
     iterations = argparse.ArgumentParser(add_help=False)
@@ -249,14 +250,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.device = get_device(args.device)
-    if "jobs" in vars(args):
-        defaults = CPU_DEFAULTS.get(args.experiment, {}) if args.device.type == "cpu" else {}
-        if args.jobs is None:
-            args.jobs = min(defaults.get("jobs", 1), os.cpu_count() or 1)
-        if args.threads is None:
-            args.threads = defaults.get("threads")
-        if args.threads:
-            torch.set_num_threads(args.threads)
+    defaults = CPU_DEFAULTS.get(args.experiment, {}) if args.device.type == "cpu" else {}
+    if "jobs" in vars(args) and args.jobs is None:
+        args.jobs = min(defaults.get("jobs", 1), os.cpu_count() or 1)
+    if args.threads is None:
+        args.threads = defaults.get("threads")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     command = "python -m mapping.reproduce " + " ".join(argv if argv is not None else sys.argv[1:])
     record = results.provenance(args.name or args.experiment.replace("-", "_"), command=command.strip(), mode=args.mode, seed=args.seed,

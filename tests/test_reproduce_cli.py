@@ -16,7 +16,7 @@ def test_every_experiment_is_a_sub_command_with_the_common_flags():
 
 @pytest.mark.parametrize("argv, flag", [
     (["sinusoid", "--episodes", "3"], "--episodes"),  # omniglot-metric's flag
-    (["transfer", "--jobs", "2"], "--jobs"),
+    (["transfer", "--jobs", "2"], "--jobs"),  # one run at a time; --threads applies to every experiment
     (["recognizer", "--methods", "maml"], "--methods"),
     (["sinusoid", "--model", "x.pt"], "--model"),
     (["omniglot-metric", "--iterations", "5"], "--iterations"),
@@ -45,3 +45,17 @@ def test_the_flags_reach_the_experiment():
         ["siamese"], 9000, 3000, 2, 1, True)
     assert parse(["omniglot-maml", "--setting", "paper"]).setting == "paper"
     assert parse(["sinusoid", "--eager"]).eager and not parse(["sinusoid"]).eager
+
+
+def test_every_stored_records_command_still_parses():
+    """The same command reproduces a record: each command stored under results/ is accepted as it stands."""
+    import json
+    import shlex
+    from pathlib import Path
+    commands = []
+    for path in sorted((Path(__file__).parents[1] / "results").glob("*.json")):
+        command = json.loads(path.read_text()).get("command", "")
+        if command.startswith("python -m mapping.reproduce "):
+            commands.append(command)
+            parse(shlex.split(command)[3:])
+    assert len(commands) >= 10
