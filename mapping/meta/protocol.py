@@ -25,6 +25,11 @@ module as a function of such parameters; ``adaptation_curve(batch, loss_fn=None,
 learn2learn's ``clone()`` / ``adapt(loss)`` for one task at a time. Their constructors read
 ``(module, alpha, steps, *, first_order, loss_fn, execution, chunk_size, compile)``, and take learn2learn's
 ``lr=`` for ``alpha``. A new method is a class with these two calls; :class:`Learns` checks it.
+
+The model-based learners, :class:`~mapping.meta.MANN` and :class:`~mapping.meta.LSTMLearner` (Santoro et al.
+2016), are where the protocol does not fit: their episode is one sequence in which each input arrives with the
+previous input's label (:func:`~mapping.data.episode_sequences`), with no support set to adapt to and no query
+set apart, so they keep ``forward(x, y_prev)`` and are trained as any sequence model.
 """
 from __future__ import annotations
 
