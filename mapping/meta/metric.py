@@ -189,6 +189,17 @@ def infer_n_way(batch: TaskBatch) -> int:
     return int(batch.support_y.max()) + 1
 
 
+def checked_episode(batch: TaskBatch, loss_fn: LossFn | None) -> int:
+    """Check a metric learner's ``meta_loss`` arguments; the episode's ``n_way`` (:func:`infer_n_way`)."""
+    if not isinstance(batch, TaskBatch):
+        raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable loss_fn(scores, labels), got {type(loss_fn).__name__}")
+    n_way = infer_n_way(batch)
+    check_labels(batch.query_y, n_way, "query_y", every_class=False)
+    return n_way
+
+
 class MetricLearner(nn.Module):
     """A backbone used as an embedding; :meth:`embed` runs it once on all images of all tasks.
 
@@ -235,12 +246,7 @@ class MetricLearner(nn.Module):
         labels (tasks*q,))``, by default the paper's cross-entropy (``nll_loss`` on log-probabilities). The query
         accuracy (a fraction, no gradient) goes to ``self.diagnostics["accuracy"]``; ``n_way`` comes from
         :func:`infer_n_way`."""
-        if not isinstance(batch, TaskBatch):
-            raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
-        if loss_fn is not None and not callable(loss_fn):
-            raise ValueError(f"loss_fn must be a callable loss_fn(scores, labels), got {type(loss_fn).__name__}")
-        n_way = infer_n_way(batch)
-        check_labels(batch.query_y, n_way, "query_y", every_class=False)
+        n_way = checked_episode(batch, loss_fn)
         if self.compiled is not None and loss_fn is None:
             check_labels(batch.support_y, n_way)
             loss, accuracy = self.compiled(*batch.tensors(), n_way)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..data.sampler import random_subsets
 from ..data.tasks import TaskBatch
 from .checks import LossFn
-from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, infer_n_way
+from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, checked_episode
 
 REDUCTIONS = ("max", "mean")
 
@@ -193,12 +193,7 @@ class SiameseNetwork(MetricLearner):
         not teach the network to answer "different". A ``loss_fn(scores (tasks*q, n_way), labels (tasks*q,))``
         replaces it by a loss on the class scores.
         """
-        if not isinstance(batch, TaskBatch):
-            raise ValueError(f"batch must be a mapping.data.TaskBatch, got {type(batch).__name__}")
-        if loss_fn is not None and not callable(loss_fn):
-            raise ValueError(f"loss_fn must be a callable loss_fn(scores, labels), got {type(loss_fn).__name__}")
-        n_way = infer_n_way(batch)
-        check_labels(batch.query_y, n_way, "query_y", every_class=False)
+        n_way = checked_episode(batch, loss_fn)
         z_support, z_query = self.embed(batch.support_x, batch.support_y, batch.query_x, n_way)  # (tasks, m|q, d)
         w, b = self.distance.weight[0], self.distance.bias[0]  # (d,), ()
         pair = pairwise_siamese_logits(z_query, z_support, w, b)  # (tasks, q, m)
