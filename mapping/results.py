@@ -158,8 +158,9 @@ class Record(dict):
 
 def metric_key(*parts: object) -> str:
     """A structured metric key: the parts joined by ``/``, numbers as ``:g`` prints them
-    (``metric_key("moons", 35.0, "dann", "acc") == "moons/35/dann/acc"``)."""
-    return "/".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
+    (``metric_key("moons", 35.0, "dann", "acc") == "moons/35/dann/acc"``); ``None`` and ``""`` parts are left out,
+    for a level that some keys of a family have and others not (``metric_key("siamese", "5w5s", None, "acc")``)."""
+    return "/".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts if p is not None and p != "")
 
 
 def combine_key(start: str, *rest: object) -> str:
@@ -168,9 +169,14 @@ def combine_key(start: str, *rest: object) -> str:
     return metric_key("combine", start, *rest)
 
 
+def setting_name(n_way: int, k_shot: int) -> str:
+    """A few-shot setting as metric keys name it: ``setting_name(5, 1) == "5w1s"``."""
+    return f"{n_way}w{k_shot}s"
+
+
 def setting_names(settings: Iterable[tuple[int, int]]) -> list[str]:
     """The few-shot settings as metric keys name them: ``[(5, 1), (20, 1)]`` -> ``["5w1s", "20w1s"]``."""
-    return [f"{n}w{k}s" for n, k in settings]
+    return [setting_name(n, k) for n, k in settings]
 
 
 def read(path: str | os.PathLike) -> Record:

@@ -208,13 +208,18 @@ def test_quick_mode_shrinks_the_run_but_keeps_each_methods_step_sizes(method):
 def test_protocols_name_each_scoring_of_a_run_and_its_keys():
     from mapping.experiments import families
     assert families.protocols({"test_query": 1, "wide_query": 5}) == [
-        ("1 per class, transductive", ""), ("1 per class, one at a time", "/per_query"),
-        ("5 per class, transductive", "/q5"), ("5 per class, one at a time", "/q5/per_query")]
+        ("1 per class, transductive", (None,)), ("1 per class, one at a time", (None, "per_query")),
+        ("5 per class, transductive", ("q5",)), ("5 per class, one at a time", ("q5", "per_query"))]
     assert families.protocols({"test_query": 5, "wide_query": 5}) == [
-        ("5 per class, transductive", ""), ("5 per class, one at a time", "/per_query")]
+        ("5 per class, transductive", (None,)), ("5 per class, one at a time", (None, "per_query"))]
+    assert [om.key("maml", "5w1s", *parts, "acc") for _, parts in families.protocols(
+        {"test_query": 1, "wide_query": 5})] == ["maml/5w1s/acc", "maml/5w1s/per_query/acc", "maml/5w1s/q5/acc",
+                                                 "maml/5w1s/q5/per_query/acc"]
     metrics = {"maml/5w1s/q5/acc": 71.25, "maml/5w1s/q5/ci95": 2.5}
     assert families.accuracy_cell(metrics, "maml/5w1s/q5/acc") == "71.2 ± 2.5"
-    assert families.accuracy_cell(metrics, "maml/5w1s/acc") == "—"
+    assert families.accuracy_cell({}, "maml/5w1s/acc") == "—"  # no record
+    with pytest.raises(KeyError, match="maml/5w1s/acc"):
+        families.accuracy_cell(metrics, "maml/5w1s/acc")
 
 
 def test_side_by_side_reads_each_family_from_its_record_and_says_what_is_missing():

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mapping import report, results
-from mapping.experiments import background, moons, multitask, transfer_omniglot
+from mapping.experiments import (background, families, moons, multitask, omniglot_maml, omniglot_metric, omniglot_tables,
+                                 recognizer, sinusoid, transfer_omniglot)
 
 STORED = sorted(p.stem for p in results.results_dir().glob("*.json"))
 
@@ -150,3 +151,63 @@ def test_chapter_7_tables_read_every_stored_benchmark():
     assert sum(r.endswith("| 1.0x |") for r in rows) >= len(benches)  # each run's reference
     assert report.caption(memory).startswith("stored run: ") and all(
         len(line) <= 79 for line in report.caption(memory).splitlines())
+
+
+@pytest.mark.parametrize("name", ["sinusoid", "sinusoid_serial"])
+def test_sinusoid_key_finds_every_method_shot_and_step_of_the_stored_runs(name):
+    rec = stored_or_skip(name)
+    cfg = rec["config"]
+    for method in cfg["methods"]:
+        assert rec.metric(sinusoid.key(method, None, "train_seconds")) > 0
+        for k in cfg["eval_shots"]:
+            for s in range(cfg["eval_steps"] + 1):
+                cell = report.metric(rec.metrics(), sinusoid.key(method, k, f"step{s}", "mse"))
+                assert any(c.isdigit() for c in cell)  # a mean, or the median of a diverged step
+            if method in sinusoid.TUNABLE:
+                assert rec.metric(sinusoid.key(method, k, "tuned", "alpha")) in cfg["alpha_grid"]
+    assert sinusoid.key("maml", 5, "step1", "mse") == "maml/k5/step1/mse"
+
+
+@pytest.mark.parametrize("name", ["omniglot_metric", "omniglot_metric_siamese"])
+def test_omniglot_metric_keys_and_tables_read_the_stored_runs(name):
+    rec = stored_or_skip(name)
+    for run in rec["config"]["runs"]:
+        run_name = omniglot_metric.run_name(run["method"], run["split"])
+        assert rec.metric(omniglot_metric.key(run_name, "train_seconds")) > 0
+        if run["split"] == "vinyals":
+            assert all(0 < rec.metric(omniglot_metric.key(run["method"], s, "acc")) <= 100
+                       for s in results.setting_names(omniglot_metric.SETTINGS))
+    if name == "omniglot_metric":
+        headers, rows = omniglot_tables.paper_table(rec)
+        assert sum(r[headers.index("stored full run")] != "—" for r in rows) >= len(rows) - 1
+        assert rec.metric(omniglot_metric.key("protonet", "lake20", "error")) > 0
+    else:
+        headers, rows = omniglot_tables.siamese_table(rec)
+        assert rows and all("±" in r[2] for r in rows)
+    assert "min of training" in omniglot_tables.provenance(rec, per_run=False)
+
+
+def test_omniglot_maml_keys_read_every_protocol_of_the_stored_run():
+    rec = stored_or_skip("omniglot_maml")
+    for run in rec["config"]["runs"]:
+        setting = results.setting_name(run["n_way"], run["k_shot"])
+        for _, parts in families.protocols(run):
+            cell = families.accuracy_cell(rec.metrics(), omniglot_maml.key(run["method"], setting, *parts, "acc"))
+            assert " ± " in cell
+        assert 0 < rec.metric(omniglot_maml.key(run["method"], setting, "lake", "error")) < 100
+    headers, rows = families.side_by_side(results.load("omniglot_metric"), rec, results.load("omniglot_mann"))
+    assert sum(r[0] == "optimization-based" and " ± " in r[2] for r in rows) == len(rec["config"]["runs"])
+    with pytest.raises(KeyError, match="omniglot_maml.json"):
+        families.accuracy_cell(rec.metrics(), omniglot_maml.key("maml", "5w1s", "q99", "acc"))
+
+
+def test_recognizer_key_reads_the_stored_run():
+    rec = stored_or_skip("recognizer")
+    assert 0 < rec.metric(recognizer.key("lake20", "error")) <= rec.metric(recognizer.key("lake20", "worst_run"))
+    assert 0 < rec.metric(recognizer.key("glyphs", "acc")) <= 100 and rec.metric(recognizer.key("train_seconds")) > 0
+
+
+def test_metric_key_leaves_out_absent_levels():
+    assert results.metric_key("siamese", "5w5s", None, "acc") == "siamese/5w5s/acc"
+    assert omniglot_maml.key("maml", "5w1s", "q5", "per_query", "acc") == "maml/5w1s/q5/per_query/acc"
+    assert omniglot_maml.key("maml", "5w1s", None, None, "acc") == "maml/5w1s/acc"

@@ -9,13 +9,16 @@ after it has seen one labelled drawing of that character (Santoro et al. 2016, T
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..report import fmt
+from ..results import setting_name
 from ..timing import time_interleaved
+from . import omniglot_maml, omniglot_metric
 from .omniglot_maml import LABELS as MAML_LABELS
 from .omniglot_mann import LABELS as MANN_LABELS
 from .omniglot_metric import LABELS as METRIC_LABELS
@@ -26,28 +29,31 @@ HEADERS = ["family", "method", "accuracy (%)", "scored on", "meta-training (min)
 
 
 def _minutes(metrics: Mapping[str, float], key: str) -> str:
-    return f"{metrics[key] / 60:.0f}" if key in metrics else "—"
+    """``metrics[key]`` seconds in whole minutes; "—" without metrics (no record), a ``KeyError`` without ``key``."""
+    return f"{metrics[key] / 60:.0f}" if metrics else "—"
 
 
 def accuracy_cell(metrics: Mapping[str, float], key: str) -> str:
-    """``metrics[key]`` with the 95% interval stored beside it (``.../ci95``), one decimal; "—" when absent."""
-    base = key.rsplit("/", 1)[0]
-    return fmt(metrics.get(key), metrics.get(f"{base}/ci95"), 1) if key in metrics else "—"
+    """``metrics[key]`` with the 95% interval stored beside it (``.../ci95``), one decimal; "—" without metrics
+    (no record), a ``KeyError`` naming ``key`` where the metrics lack it."""
+    if not metrics:
+        return "—"
+    return fmt(metrics[key], metrics[key.rsplit("/", 1)[0] + "/ci95"], 1)
 
 
 _acc = accuracy_cell
 
 
-def protocols(run: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(label, key part)`` of each protocol a MAML-family run (a ``MamlConfig`` as a dict) was scored with: its
+def protocols(run: Mapping[str, Any]) -> list[tuple[str, tuple[str | None, ...]]]:
+    """``(label, key parts)`` of each protocol a MAML-family run (a ``MamlConfig`` as a dict) was scored with: its
     ``test_query`` and, when it differs, its ``wide_query`` queries per class, each transductive and one query at a
-    time; the key part goes after ``{method}/{n}w{k}s`` in :func:`~mapping.experiments.omniglot_maml.evaluate`'s
-    keys."""
+    time; the key parts go after the setting in :func:`~mapping.experiments.omniglot_maml.key`
+    (``key(method, "5w1s", *parts, "acc")``)."""
     out = []
-    for q in dict.fromkeys((run["test_query"], run.get("wide_query", 0))):
+    for q in dict.fromkeys((run["test_query"], run.get("wide_query", 0))):  # older records: no wide_query
         if q:
-            part = "" if q == run["test_query"] else f"/q{q}"
-            out += [(f"{q} per class, transductive", part), (f"{q} per class, one at a time", f"{part}/per_query")]
+            part = None if q == run["test_query"] else f"q{q}"
+            out += [(f"{q} per class, transductive", (part,)), (f"{q} per class, one at a time", (part, "per_query"))]
     return out
 
 
@@ -59,25 +65,28 @@ def side_by_side(metric: Record, maml: Record, mann: Record) -> Table:
     """One row per stored method: family, method, accuracy, what it is scored on, training minutes, and what
     adapting to a new task takes. A missing record gives rows of dashes, saying which record is missing."""
     rows: list[list[Any]] = []
-    m = (metric or {}).get("metrics", {})
+    m = metric["metrics"] if metric else {}
     for method in ("protonet", "matching", "siamese"):
-        rows.append(["metric-based", METRIC_LABELS[method], _acc(m, f"{method}/5w1s/acc"), "5-way 1-shot",
-                     _minutes(m, f"{method}/train_seconds"), "one forward pass, no gradient"])
-    m = (maml or {}).get("metrics", {})
-    runs = {r["method"]: r for r in (maml or {}).get("config", {}).get("runs", [])}
+        acc = omniglot_metric.key(method, "5w1s", "acc")
+        mm = m if acc in m else {}  # optional by design: a record of some of the methods, dashes for the others
+        rows.append(["metric-based", METRIC_LABELS[method], _acc(mm, acc),
+                     "5-way 1-shot", _minutes(mm, omniglot_metric.key(method, "train_seconds")),
+                     "one forward pass, no gradient"])
+    m = maml["metrics"] if maml else {}
+    runs = {r["method"]: r for r in maml["config"]["runs"]} if maml else {}
     for method, run in runs.items():
-        key = f"{method}/{run['n_way']}w{run['k_shot']}s"
+        key = functools.partial(omniglot_maml.key, method, setting_name(run["n_way"], run["k_shot"]))
         steps = f"{run['test_steps']} gradient steps" + (" on the head" if method == "anil" else "")
-        rows.append(["optimization-based", MAML_LABELS[method], _acc(m, f"{key}/acc"),
+        rows.append(["optimization-based", MAML_LABELS[method], _acc(m, key("acc")),
                      f"{run['n_way']}-way {run['k_shot']}-shot, {_queries(run['test_query'])} per class, transductive",
-                     _minutes(m, f"{key}/train_seconds"), steps])
-        rows.append(["", f"{MAML_LABELS[method]}, one query at a time", _acc(m, f"{key}/per_query/acc"),
+                     _minutes(m, key("train_seconds")), steps])
+        rows.append(["", f"{MAML_LABELS[method]}, one query at a time", _acc(m, key("per_query", "acc")),
                      "the same tasks, non-transductive", "", steps])
     if not runs:
         rows.append(["optimization-based", "(no stored omniglot_maml record)", "—", "", "—", ""])
-    m = (mann or {}).get("metrics", {})
-    for model in (mann or {}).get("config", {}).get("models", []):
-        rows.append(["model-based", MANN_LABELS[model], fmt(m.get(f"{model}/acc/2"), None, 1),
+    m = mann["metrics"] if mann else {}
+    for model in mann["config"]["models"] if mann else []:
+        rows.append(["model-based", MANN_LABELS[model], fmt(m[f"{model}/acc/2"], None, 1),
                      "2nd presentation, 5-way sequence", _minutes(m, f"{model}/train_seconds"),
                      "one forward pass through the sequence, no gradient"])
     if mann is None:

@@ -21,6 +21,7 @@ their minibatches of 10).
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from ..device import autocast
 from ..meta import ANIL, FOMAML, MAML, MetaSGD, Reptile
 from ..nn import Conv4
 from ..nn.norms import primitive_norms
+from ..results import metric_key
 from ..stats import mean_ci95
 from ..train import train
 from .pool import map_runs
@@ -202,6 +204,13 @@ def accuracy(learner: nn.Module, batch: TaskBatch, steps: int, evaluations=EVALU
     return {e: (p == batch.query_y).double().mean(1) for e, p in predicted.items()}  # (tasks,) each
 
 
+def key(method: str, setting: str, *rest: object) -> str:
+    """The metric keys :func:`evaluate` and :func:`run_one` write: ``key("maml", "5w1s", "acc")``,
+    ``key("maml", "5w1s", "q15", "per_query", "ci95")``, ``key("maml", "5w1s", "lake", "error")``; a ``None`` or
+    ``""`` part (the default protocol, the default evaluation) is left out."""
+    return metric_key(method, setting, *rest)
+
+
 def evaluate(learner: nn.Module, config: MamlConfig, test_split, device: torch.device | str = "cpu",
              chunk: int = 50) -> dict[str, float]:
     """Accuracy in % over ``test_tasks`` tasks of the test characters, with a 95% CI: ``"{method}/{n}w{k}s/acc"``
@@ -219,9 +228,9 @@ def evaluate(learner: nn.Module, config: MamlConfig, test_split, device: torch.d
                 parts[e].append(acc.cpu())
         for e, values in parts.items():
             mean, ci = mean_ci95(100 * torch.cat(values))
-            key = f"{config.method}/{config.setting}" + ("" if q == config.test_query else f"/q{q}") \
-                + ("" if e == "transductive" else f"/{e}")
-            metrics[f"{key}/acc"], metrics[f"{key}/ci95"] = mean.item(), ci.item()
+            part = (None if q == config.test_query else f"q{q}", None if e == "transductive" else e)
+            metrics[key(config.method, config.setting, *part, "acc")] = mean.item()
+            metrics[key(config.method, config.setting, *part, "ci95")] = ci.item()
     return metrics
 
 
@@ -281,15 +290,16 @@ def run_one(config: MamlConfig, device: torch.device | str = "cpu", checkpoint_d
     name = f"{config.method}/{config.setting}"
     ckpt = checkpoint_path(checkpoint_dir, f"omniglot-maml-{name}", training_fields(config, TEST_FIELDS))
     learner, history = fit(config, data["train"], device, ckpt, progress)
-    metrics = {f"{name}/train_seconds": history["seconds"], f"{name}/iterations": config.iterations}
+    run_key = functools.partial(key, config.method, config.setting)
+    metrics = {run_key("train_seconds"): history["seconds"], run_key("iterations"): config.iterations}
     tic = time.perf_counter()
     metrics.update(evaluate(learner, config, data["test"], device))
-    metrics[f"{name}/eval_seconds"] = time.perf_counter() - tic
+    metrics[run_key("eval_seconds")] = time.perf_counter() - tic
     seen = data["train"].images[data["train"].rotation == 0]  # (characters, 20, H, W) the unrotated training images
     for evaluation in EVALUATIONS:
-        part = "" if evaluation == "per_query" else f"/{evaluation}"
+        part = None if evaluation == "per_query" else evaluation
         error, runs = lake_error(learner, config.test_steps, evaluation, seen=seen)
-        metrics[f"{name}/lake{part}/error"], metrics[f"{name}/lake/runs"] = error, runs
+        metrics[run_key("lake", part, "error")], metrics[run_key("lake", "runs")] = error, runs
     return metrics
 
 
@@ -315,5 +325,5 @@ def paper_configs(methods=("maml", "fomaml")) -> list[MamlConfig]:
 
 
 __all__ = ["EVALUATIONS", "LABELS", "METHODS", "MamlConfig", "PAPER", "PAPER_SOURCE", "accuracy", "build",
-           "checkpoint_key", "classify_batch", "cpu_configs", "evaluate", "fit", "lake_error", "paper_configs",
+           "checkpoint_key", "classify_batch", "cpu_configs", "evaluate", "fit", "key", "lake_error", "paper_configs",
            "predict", "run", "run_one", "widen_head"]

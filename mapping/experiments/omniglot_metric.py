@@ -23,6 +23,7 @@ from ..device import autocast
 from ..meta import REDUCTIONS, MatchingNetwork, PrototypicalNetwork, SiameseNetwork
 from ..nn import Conv4
 from ..nn.conv4 import BatchStatNorm2d
+from ..results import metric_key, setting_name
 from ..stats import mean_ci95
 from ..train import train
 from .pool import map_runs
@@ -211,6 +212,18 @@ def shot_curve(model: nn.Module, split, shots=(1, 2, 3, 5, 10), n_way: int = 5, 
                            device, embedded=z).mean().item() for k in shots]
 
 
+def run_name(method: str, split: str = "vinyals") -> str:
+    """A run's metric prefix: ``protonet`` on the id-order split, else ``protonet/background``."""
+    return method if split == "vinyals" else f"{method}/{split}"
+
+
+def key(name: str, *rest: object) -> str:
+    """The metric keys :func:`evaluate` and :func:`run_one` write, under a :func:`run_name`:
+    ``key("protonet", "5w1s", "acc")``, ``key("siamese", "5w5s", "mean", "ci95")`` (a Siamese network's other
+    k-shot rule), ``key("protonet/background", "train_seconds")``, ``key("protonet", "lake20", "error")``."""
+    return metric_key(name, *rest)
+
+
 def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.device | str = "cpu",
              ) -> dict[str, float]:
     """``"{method}/{n}w{k}s/acc"`` and ``/ci95`` in % over ``test_episodes`` episodes of the test split."""
@@ -232,9 +245,9 @@ def evaluate(model: nn.Module, config: MetricConfig, data: dict, device: torch.d
                 if rule is not None:
                     model.reduce = default
             mean, ci = mean_ci95(100 * acc)
-            key = f"{config.method}/{n}w{k}s" + (f"/{rule}" if rule else "")
-            metrics[f"{key}/acc"] = mean.item()
-            metrics[f"{key}/ci95"] = ci.item()
+            setting = setting_name(n, k)
+            metrics[key(config.method, setting, rule, "acc")] = mean.item()
+            metrics[key(config.method, setting, rule, "ci95")] = ci.item()
     return metrics
 
 
@@ -252,18 +265,18 @@ def run_one(config: MetricConfig, device: torch.device | str = "cpu", checkpoint
             progress: bool | None = None, data: dict | None = None) -> dict[str, float]:
     """Train and evaluate one config; its metrics are named as in :func:`run`."""
     data = data if data is not None else load_split(config.split)
-    name = config.method if config.split == "vinyals" else f"{config.method}/{config.split}"
+    name = run_name(config.method, config.split)
     ckpt = checkpoint_path(checkpoint_dir, f"omniglot-{name}", training_fields(config))
     tic = time.perf_counter()
     model, _ = fit(config, data, device, ckpt, progress)
-    metrics = {f"{name}/train_seconds": time.perf_counter() - tic, f"{name}/episodes": config.episodes}
+    metrics = {key(name, "train_seconds"): time.perf_counter() - tic, key(name, "episodes"): config.episodes}
     tic = time.perf_counter()
     if config.split == "vinyals":
         metrics.update(evaluate(model, config, data, device))
     else:  # Lake's runs: "protonet/lake20/error" (background set), "protonet/minimal/lake20/error"
         lake = config.method if config.split == "background" else name
-        metrics[f"{lake}/lake20/error"] = lake_error(model, device)
-    metrics[f"{name}/eval_seconds"] = time.perf_counter() - tic
+        metrics[key(lake, "lake20", "error")] = lake_error(model, device)
+    metrics[key(name, "eval_seconds")] = time.perf_counter() - tic
     return metrics
 
 

@@ -24,6 +24,8 @@ from typing import Any
 from .. import budget, results
 from ..data.omniglot import SOURCE_SIZE, load_omniglot
 from ..report import fmt
+from ..results import setting_name
+from . import omniglot_metric
 from .omniglot_metric import METHODS, PAPER, SETTINGS
 
 __all__ = ["LAKE_2015", "LAKE_CAVEATS", "LAKE_SOURCE", "PAPER_SOURCE", "SHORT", "SWEEP_FILE", "lake_table",
@@ -51,8 +53,8 @@ _SOURCE_PX = "x".join(map(str, SOURCE_SIZE))  # Omniglot's own drawings, 105x105
 LAKE_CAVEATS = {"Siamese convnet": f"Koch et al.: trained on another split, with affine distortions, "
                                    f"{_SOURCE_PX} images"}
 # The stored ProtoNet rows of Lake's table: metric key -> row label (before the image size).
-_LAKE_RUNS = (("protonet/lake20/error", "ProtoNet, background set"),
-              ("protonet/minimal/lake20/error", "ProtoNet, minimal background set (small1)"))
+_LAKE_RUNS = ((omniglot_metric.key("protonet", "lake20", "error"), "ProtoNet, background set"),
+              (omniglot_metric.key(omniglot_metric.run_name("protonet", "minimal"), "lake20", "error"), "ProtoNet, minimal background set (small1)"))
 
 SWEEP_FILE = "omniglot_metric_sweep_h200.jsonl"  # benchmarks/omniglot_metric_sweep.py on one H200
 
@@ -92,7 +94,7 @@ def _trained(k: int, shots: Mapping[str, int | None]) -> str:
 
 def run_name(run: Mapping[str, Any]) -> str:
     """A stored run's metric prefix: ``protonet`` on the id-order split, else ``protonet/background``."""
-    return run["method"] if run["split"] == "vinyals" else f"{run['method']}/{run['split']}"
+    return omniglot_metric.run_name(run["method"], run["split"])
 
 
 def trained_shots(record: Record | None) -> dict[str, int]:
@@ -181,8 +183,8 @@ def paper_table(stored: Record | None, live: Mapping[str, float] | None = None,
                  "live run": getattr(live_config, "train_shot", None)}
         for (n, k), paper in zip(SETTINGS, PAPER[method]):
             setting = f"{n}-way {k}-shot" + _trained(k, shots)
-            for rule in ("", "/mean"):  # the model's own rule; Siamese networks' mean rule where stored
-                key = f"{method}/{n}w{k}s{rule}"
+            for rule in (None, "mean"):  # the model's own rule; Siamese networks' mean rule where stored
+                key = omniglot_metric.key(method, setting_name(n, k), rule)
                 if rule and key + "/acc" not in {**full, **(live or {})}:
                     continue
                 rows.append([label, setting + (", mean rule" if rule else ""), fmt(paper, digits=1)]
@@ -203,13 +205,13 @@ def siamese_table(record: Record) -> Table:
     shots = {"stored run": trained_shots(record).get("siamese")}
     rows = []
     for (n, k), paper in zip(SETTINGS, PAPER["siamese"]):
-        for rule in ("", "/mean"):
-            key = f"siamese/{n}w{k}s{rule}"
+        for rule in (None, "mean"):
+            key = omniglot_metric.key("siamese", setting_name(n, k), rule)
             if key + "/acc" in m:
                 rows.append([f"{n}-way {k}-shot" + _trained(k, shots) + (", mean rule" if rule else ""),
                              fmt(paper, digits=1), _acc(m, key), _gap(m, key, paper)])
     headers = ["setting", "paper (Finn et al. 2017, Table 1)",
-               f"{int(m['siamese/episodes'])} episodes", "run - paper"]
+               f"{int(m[omniglot_metric.key('siamese', 'episodes')])} episodes", "run - paper"]
     return headers, rows
 
 
@@ -240,10 +242,11 @@ def provenance(record: Record | None, label: str = "stored full run", per_run: b
     m = record["metrics"]
     runs = record.get("config", {}).get("runs", [])
     if not per_run:
-        seconds = sum(m.get(f"{run_name(run)}/train_seconds", 0.0) for run in runs)
+        seconds = sum(m[omniglot_metric.key(run_name(run), "train_seconds")] for run in runs)
         return "\n".join(lines + [f"  {seconds / 60:.1f} min of training"])
     for run in runs:
-        name, seconds = run_name(run), m[f"{run_name(run)}/train_seconds"]
+        name = run_name(run)
+        seconds = m[omniglot_metric.key(name, "train_seconds")]
         lines += [f"  {name}: {run['train_way']}-way {run['train_shot']}-shot, {run['episodes']} episodes,",
                   f"    {seconds / 60:.1f} min of training ({seconds / run['episodes']:.2f} s per episode)"]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from .. import budget, checkpoint
 from ..data import evaluate_lake, glyph_drawings, load_lake_runs
 from ..meta.metric import prototypes, protonet_logits
 from ..nn import Conv4
+from ..results import metric_key
 from ..stats import mean_ci95
 from .checks import check_ints
 from .omniglot_metric import BACKGROUND_FULL, MetricConfig, trained
@@ -225,6 +226,11 @@ class RecognizerConfig:
                             seed=self.seed)
 
 
+def key(*parts: object) -> str:
+    """The metric keys :func:`run` writes: ``key("lake20", "error")`` -> ``"recognizer/lake20/error"``."""
+    return metric_key("recognizer", *parts)
+
+
 def run(config: RecognizerConfig, root=None, progress: bool | None = None, strict: bool = True,
         device: torch.device | str = "cpu", checkpoint_dir=None) -> tuple[dict[str, float], Recognizer]:
     """Train and score; returns the metrics and the recognizer (with nothing remembered). Metrics:
@@ -237,15 +243,15 @@ def run(config: RecognizerConfig, root=None, progress: bool | None = None, stric
     ckpt = checkpoint_path(checkpoint_dir, "recognizer", asdict(config))
     net, seconds = trained(config.metric(), device, checkpoint=ckpt, progress=progress, root=root, strict=strict)
     recognizer = Recognizer(net.backbone)
-    metrics = {"recognizer/train_seconds": seconds}
+    metrics = {key("train_seconds"): seconds}
     lake = lake_error(recognizer, load_lake_runs(root, strict=strict))
     _, ci = mean_ci95(lake.run_errors)
-    metrics.update({"recognizer/lake20/error": lake.error, "recognizer/lake20/ci95": ci.item(),
-                    "recognizer/lake20/worst_run": lake.run_errors.max().item()})
+    metrics.update({key("lake20", "error"): lake.error, key("lake20", "ci95"): ci.item(),
+                    key("lake20", "worst_run"): lake.run_errors.max().item()})
     acc, ci = mean_ci95(torch.tensor(glyph_accuracy(recognizer, config.glyph_episodes, config.glyph_queries,
                                                     config.seed)))
-    metrics.update({"recognizer/glyphs/acc": acc.item(), "recognizer/glyphs/ci95": ci.item()})
+    metrics.update({key("glyphs", "acc"): acc.item(), key("glyphs", "ci95"): ci.item()})
     return metrics, recognizer
 
 
-__all__ = ["Recognizer", "RecognizerConfig", "glyph_accuracy", "lake_error", "prepare", "run"]
+__all__ = ["Recognizer", "RecognizerConfig", "glyph_accuracy", "key", "lake_error", "prepare", "run"]

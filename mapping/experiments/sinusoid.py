@@ -21,7 +21,7 @@ from ..nn import sinusoid_mlp
 from ..stats import diverged, step_summary
 from ..train import train
 from .pool import map_runs
-from ..results import config_dict
+from ..results import config_dict, metric_key
 from .runner import checkpoint_path
 
 METHODS = ("maml", "fomaml", "reptile", "metasgd", "anil", "pretrained")
@@ -192,12 +192,19 @@ def tune_alpha(method: str, model: nn.Module, config: SinusoidConfig, k_shot: in
     return min(scores, key=scores.get)
 
 
+def key(method: str, k: int | None, *rest: object) -> str:
+    """The metric keys :func:`evaluate` and :func:`run_method` write: ``key("maml", 5, "step1", "mse")`` ->
+    ``"maml/k5/step1/mse"``, ``key("maml", 5, "tuned", "alpha")``; ``k=None`` for a method's own numbers
+    (``key("maml", None, "train_seconds")``)."""
+    return metric_key(method, None if k is None else f"k{k}", *rest)
+
+
 def _summarise(prefix: str, losses: torch.Tensor, metrics: dict[str, float]) -> None:
     """Per step ``s``: ``{prefix}/step{s}/diverged`` (share of tasks), ``/median``, ``/q25``, ``/q75`` of the
     others, and ``/mse`` with ``/ci95`` only where no task diverged (:func:`mapping.stats.step_summary`)."""
     for s, row in enumerate(step_summary(losses)):
         for stat, value in row.items():
-            metrics[f"{prefix}/step{s}/{'mse' if stat == 'mean' else stat}"] = value
+            metrics[metric_key(prefix, f"step{s}", "mse" if stat == "mean" else stat)] = value
 
 
 def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torch.device | str = "cpu",
@@ -222,11 +229,11 @@ def evaluate(method: str, model: nn.Module, config: SinusoidConfig, device: torc
         wanted = method in TUNABLE and (tuned or method == "pretrained")
         rate = tune_alpha(method, model, config, k, device) if wanted else None
         if rate is not None:
-            metrics[f"{method}/k{k}/tuned/alpha"] = rate
-            _summarise(f"{method}/k{k}/tuned", curve(method, model, test, config.eval_steps, rate, check=False),
+            metrics[key(method, k, "tuned", "alpha")] = rate
+            _summarise(key(method, k, "tuned"), curve(method, model, test, config.eval_steps, rate, check=False),
                        metrics)
         alpha = rate if method == "pretrained" else None
-        _summarise(f"{method}/k{k}", curve(method, model, test, config.eval_steps, alpha, check=False), metrics)
+        _summarise(key(method, k), curve(method, model, test, config.eval_steps, alpha, check=False), metrics)
     return metrics
 
 
@@ -240,9 +247,9 @@ def run_method(method: str, config: SinusoidConfig, device: torch.device | str =
     tic = time.perf_counter()
     ckpt = checkpoint_path(checkpoint_dir, f"sinusoid-{method}", config_dict(config))
     model, history = meta_train(method, config, device, ckpt, progress)
-    metrics = {f"{method}/train_seconds": time.perf_counter() - tic}
+    metrics = {key(method, None, "train_seconds"): time.perf_counter() - tic}
     if compile_seconds(model) is not None:  # part of train_seconds
-        metrics[f"{method}/compile_seconds"] = compile_seconds(model)
+        metrics[key(method, None, "compile_seconds")] = compile_seconds(model)
     metrics.update(evaluate(method, model, config, device))
     return metrics, model, history
 
