@@ -36,6 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mapping import results  # noqa: E402
+from mapping.report import page_key  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
 from threads import ENV as THREADS_ENV  # noqa: E402
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(failed)} page(s) failed, no record written: {', '.join(failed)}")
         return 1
     print(f"all pages: {pages_wall:.0f} s ({args.jobs} at a time, {args.load} busy processes)")
-    metrics = {f"page/{p['page']}/{k}": p[k] for p in done for k in ("wall_seconds", "cpu_seconds", "peak_mib")}
+    metrics = {page_key(p["page"], k): p[k] for p in done for k in ("wall_seconds", "cpu_seconds", "peak_mib")}
     if done:
         metrics["pages/wall_seconds"] = round(pages_wall, 1)
         metrics["pages/max_wall_seconds"] = max(p["wall_seconds"] for p in done)
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_build:
             if sorted(in_build) != sorted(pages):
                 raise RuntimeError(f"the build's log names {sorted(in_build)}, the book has {sorted(pages)}")
-            metrics.update({f"page/{p}/wall_seconds": v for p, v in in_build.items()})
+            metrics.update({page_key(p, "wall_seconds"): v for p, v in in_build.items()})
             metrics["pages/wall_seconds"] = round(sum(in_build.values()), 1)
             metrics["pages/max_wall_seconds"] = max(in_build.values())
             for p, v in sorted(in_build.items(), key=lambda kv: -kv[1]):

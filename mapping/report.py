@@ -141,6 +141,29 @@ def memory_table(record: Mapping[str, Any]) -> str:
     return markdown_table(["model, steps, tasks", "option", "MiB", "memory", "time"], rows)
 
 
-__all__ = ["caption", "compiled_step_key", "compiled_steps_table", "curve_label", "divergence_onset", "fmt",
+def page_key(page: str, field: str) -> str:
+    """``page/{page}/{field}``: a page's numbers in ``benchmarks/book_build.py``'s record."""
+    return f"page/{page}/{field}"
+
+
+def book_pages(record: Mapping[str, Any]) -> list[str]:
+    """The pages a stored book build timed (``book/ch2/transfer``, ...), slowest first."""
+    m = record["metrics"]
+    return sorted({k.split("/", 1)[1].rsplit("/", 1)[0] for k in m if k.startswith("page/")},
+                  key=lambda p: -m[page_key(p, "wall_seconds")])
+
+
+def book_pages_table(record: Mapping[str, Any]) -> str:
+    """Chapter 7.7's table of a stored book build: each page (slowest first) with its wall and CPU seconds and
+    peak MiB (a dash where the build did not time a field: pages read from the build log have wall seconds
+    only)."""
+    m, pages = record["metrics"], book_pages(record)
+    cell = lambda p, f: f"{m[page_key(p, f)]:.0f}" if page_key(p, f) in m else "—"  # noqa: E731
+    return markdown_table(["page", "wall s", "CPU s", "peak MiB"],
+                          [[p.removeprefix("book/"), *(cell(p, f) for f in ("wall_seconds", "cpu_seconds",
+                                                                             "peak_mib"))] for p in pages])
+
+
+__all__ = ["book_pages", "book_pages_table", "caption", "compiled_step_key", "compiled_steps_table", "curve_label", "divergence_onset", "fmt", "page_key",
            "implementations_table", "markdown_table", "memory_table", "metric", "steps_curve", "stopped_curve",
            "timings"]

@@ -211,3 +211,25 @@ def test_metric_key_leaves_out_absent_levels():
     assert results.metric_key("siamese", "5w5s", None, "acc") == "siamese/5w5s/acc"
     assert omniglot_maml.key("maml", "5w1s", "q5", "per_query", "acc") == "maml/5w1s/q5/per_query/acc"
     assert omniglot_maml.key("maml", "5w1s", None, None, "acc") == "maml/5w1s/acc"
+
+
+def test_chapter_7_tables_read_the_stored_sinusoid_run_and_book_build():
+    from mapping.experiments import sinusoid
+    from mapping.report import book_pages, book_pages_table, page_key
+    run = results.load("sinusoid")
+    table = sinusoid.cost_table(run)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(run["config"]["methods"])
+    maml = next(line for line in lines if line.startswith("| maml "))
+    assert f"{run.metric('maml/train_seconds'):.0f}" in maml and f"{run.metric('maml/k5/step1/median'):.3f}" in maml
+    broken = {**run, "metrics": {k: v for k, v in run["metrics"].items() if k != "maml/k5/step1/median"}}
+    with pytest.raises(KeyError, match="maml/k5/step1/median"):
+        sinusoid.cost_table(broken)
+    build = results.load("benchmark_book_build")
+    rows = book_pages_table(build).splitlines()[2:]
+    walls = [float(r.split("|")[2]) for r in rows]
+    pages = book_pages(build)
+    assert len(rows) == len(pages) >= 15 and walls == sorted(walls, reverse=True)
+    assert all(p.startswith("book/") and p.count("/") == 2 for p in pages)
+    slowest = max(pages, key=lambda p: build.metric(page_key(p, "wall_seconds")))
+    assert rows[0].split("|")[1].strip() == slowest.removeprefix("book/")

@@ -199,6 +199,21 @@ def key(method: str, k: int | None, *rest: object) -> str:
     return metric_key(method, None if k is None else f"k{k}", *rest)
 
 
+def cost_table(record: dict) -> str:
+    """Chapter 7's table of a stored paper-length run (``results/sinusoid.json``): per method, its training
+    seconds, of which compiling (``eager`` without), the 5-shot median query MSE after one step and the share
+    (%) of tasks diverged by step 10; a ``KeyError`` naming a missing metric."""
+    from ..report import markdown_table
+    m = record["metrics"]
+    compiled = lambda name: f"{m[key(name, None, 'compile_seconds')]:.0f}" \
+        if key(name, None, "compile_seconds") in m else "eager"  # noqa: E731  (an eager run has none)
+    rows = [[name, f"{m[key(name, None, 'train_seconds')]:.0f}", compiled(name),
+             f"{m[key(name, 5, 'step1', 'median')]:.3f}", f"{100 * m[key(name, 5, 'step10', 'diverged')]:.1f}"]
+            for name in record["config"]["methods"]]
+    return markdown_table(["method", "training s (70,000 iterations)", "of which compiling",
+                           "5-shot median MSE, 1 step", "% of tasks diverged by step 10"], rows)
+
+
 def _summarise(prefix: str, losses: torch.Tensor, metrics: dict[str, float]) -> None:
     """Per step ``s``: ``{prefix}/step{s}/diverged`` (share of tasks), ``/median``, ``/q25``, ``/q75`` of the
     others, and ``/mse`` with ``/ci95`` only where no task diverged (:func:`mapping.stats.step_summary`)."""
