@@ -31,9 +31,9 @@ def test_support_query_shape_mismatch(field, value, match):
 
 @pytest.mark.parametrize("steps", [-1, 1.5, True])
 def test_bad_steps(steps):
-    with pytest.raises(ValueError, match="steps must be a non-negative int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 0"):
         MAML(sinusoid_mlp(), steps=steps)
-    with pytest.raises(ValueError, match="steps must be a non-negative int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 0"):
         maml_loss(functional(MLP((1, 4, 1))), F.mse_loss, params_of(MLP((1, 4, 1))), batch(), steps=steps)
 
 

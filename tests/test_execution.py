@@ -205,7 +205,7 @@ def test_functional_core_accepts_the_same_execution_options():
     for v in values[1:]:
         torch.testing.assert_close(v, values[0], rtol=1e-12, atol=0)
     for bad, match in (({"execution": "threads"}, "execution must be one of"),
-                       ({"execution": "chunk", "chunk_size": 0}, "chunk_size must be a positive int")):
+                       ({"execution": "chunk", "chunk_size": 0}, "chunk_size must be an int >= 1")):
         with pytest.raises(ValueError, match=match):
             maml_loss(functional(model), F.mse_loss, params_of(model), batch, **bad)
         with pytest.raises(ValueError, match=match):

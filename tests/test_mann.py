@@ -180,3 +180,15 @@ def test_key_strength_sharpens_reads_towards_the_best_match():
     logits = model(torch.rand(2, 5, 6), offset_labels(torch.randint(0, 3, (2, 5)), 3))
     logits.sum().backward()
     assert model.beta.weight.grad.abs().sum() > 0  # the strength is learned
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(inputs=0, n_way=5), "inputs must be an int >= 1"),
+    (dict(inputs=4, n_way=True), "n_way must be an int >= 1"),
+    (dict(inputs=4, n_way=5, slots=2, heads=4), r"heads must be an int in \[1, 2\] \(at most slots\)"),
+    (dict(inputs=4, n_way=5, gamma=1.5), r"gamma must be in \[0, 1\]"),
+    (dict(inputs=4, n_way=5, gamma=float("nan")), "gamma must be a finite real number >= 0"),
+])
+def test_mann_names_a_bad_size(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MANN(**kwargs)

@@ -289,8 +289,8 @@ def bad(field, value):
     ("query_x", torch.randn(3, 4, 1, 28, 28), "query_x has shape"),
     ("query_x", torch.randn(2, 4, 1, 27, 27), "query_x has shape"),
     ("support_x", torch.randn(2, 6), "support_x must be a tensor of shape"),
-    ("n_way", 0, "n_way must be a positive int"),
-    ("n_way", 2.0, "n_way must be a positive int"),
+    ("n_way", 0, "n_way must be an int >= 1"),
+    ("n_way", 2.0, "n_way must be an int >= 1"),
 ])
 def test_bad_episode(cls, field, value, match):
     net = cls(Conv4(hidden=4))

@@ -63,8 +63,8 @@ SURFACE = {
         "GradientReversal", "GradientReversalLayer", "grad_reverse", "DomainDiscriminator", "DomainAdversarialLoss",
         "dann_lambda", "dann_lr", "MMDLoss", "CORALLoss", "mmd", "coral", "covariance", "DEFAULT_KERNELS", "fit",
         "embed", "freeze", "feature_dim", "linear_probe", "fine_tune", "fine_tune_optimizer", "transfer_accuracy",
-        "ROTATIONS", "rotations", "pretrain_rotation", "random_backbone", "features", "calibrate_batch_norm",
-        "cluster_scores", "evaluate_unsupervised"},
+        "ROTATIONS", "rotations", "train_rotation", "pretrain_rotation", "random_backbone", "features",
+        "calibrate_batch_norm", "cluster_scores", "evaluate_unsupervised"},
     "mapping.meta": META,
 }
 

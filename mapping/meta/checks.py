@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_choice, check_int
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 EXECUTIONS = ("vmap", "chunk", "loop")
 
@@ -31,17 +33,14 @@ def check_alpha(alpha: object, params: Mapping[str, Tensor] | None = None) -> No
 
 
 def check_steps(steps: object) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    check_int("steps", steps, 0, why="inner steps")
 
 
 def check_execution(execution: object, chunk_size: object) -> None:
     """``execution`` is one of :data:`EXECUTIONS`; ``chunk_size`` a positive int."""
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution must be one of {EXECUTIONS} (vmap over all tasks, vmap over chunks of "
-                         f"chunk_size tasks, or a Python loop over tasks), got {execution!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int (tasks per chunk), got {chunk_size!r}")
+    check_choice("execution", execution, EXECUTIONS, why="vmap over all tasks, vmap over chunks of chunk_size "
+                 "tasks, or a Python loop over tasks")
+    check_int("chunk_size", chunk_size, 1, why="tasks per chunk")
 
 
 def check_finite_inner(inner_losses: Tensor, first_task: int = 0) -> None:

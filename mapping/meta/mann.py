@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_int, check_number
+
 EPS = 1e-8
 
 
@@ -61,11 +63,9 @@ class MANN(nn.Module):
         super().__init__()
         for name, value in (("inputs", inputs), ("n_way", n_way), ("controller", controller), ("slots", slots),
                             ("width", width), ("heads", heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if heads > slots:
-            raise ValueError(f"heads must be at most slots ({slots}), got {heads}")
-        if not 0 <= gamma <= 1:
+            check_int(name, value, 1)
+        check_int("heads", heads, 1, slots, why="at most slots")
+        if check_number("gamma", gamma) > 1:
             raise ValueError(f"gamma must be in [0, 1] (usage decay), got {gamma!r}")
         self.n_way, self.slots, self.width, self.heads, self.gamma = n_way, slots, width, heads, gamma
         self.cell = nn.LSTMCell(inputs + n_way + heads * width, controller)

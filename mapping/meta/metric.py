@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.tasks import TaskBatch
+from ..checks import check_int
 from .checks import LossFn
 from .compiled import CompiledFn, compiled_meta_loss
 
 
 def check_n_way(n_way: int) -> None:
-    if isinstance(n_way, bool) or not isinstance(n_way, int) or n_way < 1:
-        raise ValueError(f"n_way must be a positive int, got {n_way!r}")
+    check_int("n_way", n_way, 1, why="classes per task")
 
 
 def check_integer_labels(y: Tensor, name: str = "support_y") -> None:

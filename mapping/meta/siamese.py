@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..data.sampler import random_subsets
 from ..data.tasks import TaskBatch
+from ..checks import check_int
 from .checks import LossFn
 from .metric import MetricLearner, check_embeddings, check_integer_labels, check_labels, checked_episode
 
@@ -62,8 +63,7 @@ def class_scores(pair_logits: Tensor, y_support: Tensor, n_way: int, reduce: str
 
 
 def _check_pairs(pairs: int) -> tuple[int, int]:
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2:
-        raise ValueError(f"pairs must be an int >= 2 (half same-class, half different-class), got {pairs!r}")
+    check_int("pairs", pairs, 2, why="half same-class, half different-class")
     return pairs // 2, pairs - pairs // 2
 
 

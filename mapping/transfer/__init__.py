@@ -16,7 +16,7 @@ from .discrepancy import DEFAULT_KERNELS, CORALLoss, MMDLoss, coral, covariance,
 from .inductive import (embed, feature_dim, fine_tune, fine_tune_optimizer, fit, freeze, linear_probe,
                         transfer_accuracy)
 from .unsupervised import (ROTATIONS, calibrate_batch_norm, cluster_scores, evaluate_unsupervised, features,
-                           pretrain_rotation, random_backbone, rotations)
+                           pretrain_rotation, random_backbone, rotations, train_rotation)
 
 __all__ = [
     # domain-adversarial training
@@ -27,6 +27,6 @@ __all__ = [
     # inductive transfer on any extractor (its accuracy is mapping.stats.accuracy of its outputs)
     "fit", "embed", "freeze", "feature_dim", "linear_probe", "fine_tune", "fine_tune_optimizer", "transfer_accuracy",
     # unsupervised transfer
-    "ROTATIONS", "rotations", "pretrain_rotation", "random_backbone", "features", "calibrate_batch_norm",
-    "cluster_scores", "evaluate_unsupervised",
+    "ROTATIONS", "rotations", "train_rotation", "pretrain_rotation", "random_backbone", "features",
+    "calibrate_batch_norm", "cluster_scores", "evaluate_unsupervised",
 ]

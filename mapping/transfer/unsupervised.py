@@ -7,8 +7,10 @@ drawings of new characters (evaluation alphabets) into characters.
 The source task is the pretext task of Gidaris, Singh & Komodakis 2018 ("Unsupervised representation learning by
 predicting image rotations", ICLR), §2: rotate each image by ``y * 90`` degrees, ``y`` in ``{0, 1, 2, 3}``, and
 train ``F`` to predict ``y``, minimising ``-1/4 sum_y log F^y(rot(X, y))`` averaged over images (§2.1); as in
-their implementation, all four rotated copies of an image go into the same mini-batch. The backbone is a
-:class:`~mapping.nn.conv4.Conv4` with a 4-way head that is then dropped.
+their implementation, all four rotated copies of an image go into the same mini-batch. :func:`train_rotation`
+trains any network with a 4-way head, :func:`calibrate_batch_norm` and
+:func:`~mapping.transfer.inductive.embed` give any extractor's features; :func:`pretrain_rotation`,
+:func:`random_backbone` and :func:`features` do the same for the book's :class:`~mapping.nn.conv4.Conv4`.
 
 The target task: k-means (``sklearn.cluster.KMeans``, seeded, fixed ``n_init``) on the embeddings of one
 alphabet's drawings with ``k`` = its number of characters, scored against the true characters by normalised
@@ -51,27 +53,45 @@ def rotations(x: Tensor) -> tuple[Tensor, Tensor]:
     return turned.flatten(0, 1), torch.arange(ROTATIONS).repeat(x.shape[0])  # (4N, C, H, H), (4N,)
 
 
-def pretrain_rotation(images: Tensor, epochs: int, *, batch: int = 32, lr: float = 1e-3, hidden: int = 64,
-                      seed: int = 0) -> dict[str, Tensor]:
-    """Train ``Conv4(4)`` to predict the rotation of the unlabelled ``images`` ``(N, 1, H, H)``; return the
-    backbone's state dict (head dropped). Each step takes ``batch`` images with all four rotations each."""
+def train_rotation(model: nn.Module, images: Tensor, epochs: int, *, batch: int = 32, lr: float = 1e-3,
+                   seed: int = 0) -> nn.Module:
+    """Train any ``model`` that maps ``(B, C, H, H)`` images to ``(B, 4)`` logits to predict the rotation of the
+    unlabelled ``images`` (Gidaris et al. 2018, §2.1), in place; returns it. Each Adam step takes ``batch``
+    images with all four rotations each, the images shuffled by ``seed``. Drop the head to keep the extractor."""
     _check_images(images)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be an nn.Module mapping images to {ROTATIONS} logits, got "
+                         f"{type(model).__name__}")
     check_int("epochs", epochs, 1)
     check_int("batch", batch, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=check_number("lr", lr, strict=True))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(images.shape[0], generator=gen).split(batch):
+            x, y = rotations(images[idx])  # (4B, C, H, H), (4B,)
+            logits = model(x)  # (4B, 4)
+            if logits.shape != (x.shape[0], ROTATIONS):
+                raise ValueError(f"model must map (B, C, H, H) images to (B, {ROTATIONS}) logits, got "
+                                 f"{tuple(logits.shape)}")
+            loss = F.cross_entropy(logits, y)  # ()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+def pretrain_rotation(images: Tensor, epochs: int, *, batch: int = 32, lr: float = 1e-3, hidden: int = 64,
+                      seed: int = 0) -> dict[str, Tensor]:
+    """The book's backbone through :func:`train_rotation`: ``Conv4(4)`` (initialised from ``seed``) trained to
+    predict the rotation of the unlabelled ``images`` ``(N, 1, H, H)``; returns the backbone's state dict (head
+    dropped)."""
+    _check_images(images)
     check_number("lr", lr, strict=True)
     torch.manual_seed(seed)
     net = Conv4(ROTATIONS, hidden=check_int("hidden", hidden, 1), bn=BN, in_channels=images.shape[1],
                 image_size=images.shape[-1])
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(images.shape[0], generator=gen).split(batch):
-            x, y = rotations(images[idx])  # (4B, 1, H, H), (4B,)
-            loss = F.cross_entropy(net(x), y)  # ()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    train_rotation(net, images, epochs, batch=batch, lr=lr, seed=seed)
     return {n: t.clone() for n, t in net.state_dict().items() if not n.startswith("head.")}
 
 
@@ -153,5 +173,5 @@ def evaluate_unsupervised(features: Tensor, labels: Tensor, groups: Tensor, seed
             "groups": float(len(scores))}
 
 
-__all__ = ["ROTATIONS", "calibrate_batch_norm", "cluster_scores", "evaluate_unsupervised", "features",
+__all__ = ["ROTATIONS", "train_rotation", "calibrate_batch_norm", "cluster_scores", "evaluate_unsupervised", "features",
            "pretrain_rotation", "random_backbone", "rotations"]
