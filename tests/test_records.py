@@ -233,3 +233,16 @@ def test_chapter_7_tables_read_the_stored_sinusoid_run_and_book_build():
     assert all(p.startswith("book/") and p.count("/") == 2 for p in pages)
     slowest = max(pages, key=lambda p: build.metric(page_key(p, "wall_seconds")))
     assert rows[0].split("|")[1].strip() == slowest.removeprefix("book/")
+
+
+def test_digits_key_reads_the_stored_transfer_record():
+    from mapping.experiments import digits_da as da
+    run = results.load("transfer")
+    methods = [m for m in da.METHODS if da.key(m, "acc") in run["metrics"]]
+    assert len(methods) == len(da.METHODS)
+    table = da.results_table(run["metrics"]).splitlines()
+    assert len(table) == 2 + len(methods)
+    for m in methods:
+        seeds = [run.metric(da.key(m, f"seed{s}")) for s in run["config"]["digits"]["seeds"]]
+        assert abs(sum(seeds) / len(seeds) - run.metric(da.key(m, "acc"))) < 1e-9
+        assert f"{run.metric(da.key(m, 'acc')):.1f}" in next(line for line in table if da.LABELS[m] in line)

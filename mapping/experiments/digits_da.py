@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .checks import check_ints
 from .. import budget
 from ..data.moons import SHIFT_KINDS, shifted_digits
+from ..results import metric_key
 from ..stats import accuracy
 from ..transfer import CORALLoss, DomainAdversarialLoss, DomainDiscriminator, MMDLoss
 
@@ -259,18 +260,24 @@ def feature_figure(views: dict[str, tuple[Tensor, Tensor]], labels: Tensor, sepa
     return fig
 
 
+def key(method: str, *rest: object) -> str:
+    """The metric keys :func:`run_digits` writes: ``key("dann", "acc")`` -> ``"digits/dann/acc"``,
+    ``key("dann", "separability", "seed0")``, ``key("dann", "gap_closed")``."""
+    return metric_key("digits", method, *rest)
+
+
 def results_table(metrics: dict[str, float]) -> str:
     """A narrow markdown table of :func:`run_digits`'s metrics: per method the target accuracy (± 95% CI), the
     share of the gap closed and the domain separability (%)."""
     from ..report import fmt, markdown_table, metric
 
     def gap(method: str) -> str:
-        closed = metrics.get(f"digits/{method}/gap_closed")
+        closed = metrics.get(key(method, "gap_closed"))  # absent where the gap cannot be measured
         return "—" if closed is None else f"{100 * closed:.0f}%"
     return markdown_table(["method", "target accuracy", "gap closed", "told apart"],
-                          [[LABELS[m], metric(metrics, f"digits/{m}/acc", 1), gap(m),
-                            fmt(metrics.get(f"digits/{m}/separability"), None, 1)]
-                           for m in METHODS if f"digits/{m}/acc" in metrics])
+                          [[LABELS[m], metric(metrics, key(m, "acc"), 1), gap(m),
+                            fmt(metrics[key(m, "separability")], None, 1)]
+                           for m in METHODS if key(m, "acc") in metrics])  # the methods the run trained
 
 
 def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[str, float], dict[str, DigitsNet]]:
@@ -286,27 +293,27 @@ def run_digits(config: DigitsDAConfig, validation: bool = False) -> tuple[dict[s
         data = domains(config.kind, seed, validation)
         for method in config.methods:
             model = train(method, data, config, seed)
-            metrics[f"digits/{method}/seed{seed}"] = 100 * accuracy(model(data.test_x), data.test_y)
-            metrics[f"digits/{method}/separability/seed{seed}"] = domain_separability(model, data)
+            metrics[key(method, f"seed{seed}")] = 100 * accuracy(model(data.test_x), data.test_y)
+            metrics[key(method, "separability", f"seed{seed}")] = domain_separability(model, data)
             if seed == config.seeds[0]:
                 models[method] = model
     for method in config.methods:
-        for key in ("", "/separability"):
-            values = torch.tensor([metrics[f"digits/{method}{key}/seed{s}"] for s in config.seeds], dtype=torch.float64)
+        for part in (None, "separability"):
+            values = torch.tensor([metrics[key(method, part, f"seed{s}")] for s in config.seeds], dtype=torch.float64)
             mean, half = t_ci95(values)
-            metrics[f"digits/{method}{key}" + ("/acc" if not key else "")] = mean
-            if not key:
-                metrics[f"digits/{method}/ci95"] = half
+            metrics[key(method, part or "acc")] = mean
+            if part is None:
+                metrics[key(method, "ci95")] = half
     if "source_only" in config.methods and "target_supervised" in config.methods:
         for method in (m for m in ADAPTERS if m in config.methods):
-            for tag, seeds in (("", config.seeds), *((f"/seed{s}", (s,)) for s in config.seeds)):
-                low, high, acc = (sum(metrics[f"digits/{m}/seed{s}"] for s in seeds) / len(seeds)
+            for tag, seeds in (((), config.seeds), *(((f"seed{s}",), (s,)) for s in config.seeds)):
+                low, high, acc = (sum(metrics[key(m, f"seed{s}")] for s in seeds) / len(seeds)
                                   for m in ("source_only", "target_supervised", method))
                 if high > low:
-                    metrics[f"digits/{method}/gap_closed{tag}"] = (acc - low) / (high - low)
+                    metrics[key(method, "gap_closed", *tag)] = (acc - low) / (high - low)
     return metrics, models
 
 
-__all__ = ["ADAPTERS", "DigitsDAConfig", "DigitsNet", "Domains", "LABELS", "METHODS", "alignment",
+__all__ = ["ADAPTERS", "DigitsDAConfig", "DigitsNet", "Domains", "LABELS", "METHODS", "alignment", "key",
            "domain_separability", "domains", "feature_figure", "feature_pca", "feature_views", "results_table",
            "run_digits", "train"]
