@@ -23,8 +23,8 @@ Optimization-based learners also give ``adapted(support_x, support_y, loss_fn=No
 adapted parameters ``{name: (tasks, *shape)}`` and inner losses; ``functional_call(params, x)``, the wrapped
 module as a function of such parameters; ``adaptation_curve(batch, loss_fn=None, steps=None)``; and
 learn2learn's ``clone()`` / ``adapt(loss)`` for one task at a time. Their constructors read
-``(module, alpha, steps, *, first_order, loss_fn, execution, chunk_size, compile)``, and take learn2learn's
-``lr=`` for ``alpha``. A new method is a class with these two calls; :class:`Learns` checks it.
+``(module, alpha, steps, *, loss_fn, execution, chunk_size, compile, ...)`` (MAML's family adds
+``first_order``, Reptile ``use_query`` and ``inner``), and take learn2learn's ``lr=`` for ``alpha``. A new method is a class with these two calls; :class:`Learns` checks it.
 
 The model-based learners, :class:`~mapping.meta.MANN` and :class:`~mapping.meta.LSTMLearner` (Santoro et al.
 2016), are where the protocol does not fit: their episode is one sequence in which each input arrives with the
