@@ -27,3 +27,11 @@ def test_docstring_examples_run(name):
 def test_the_learners_have_examples():
     have = {n for n in MODULES if examples(n)}
     assert {"mapping.meta.maml", "mapping.meta.reptile", "mapping.nn.norms"} <= have
+
+
+def test_examples_fit_the_books_column():
+    """The examples render on the API pages inside a class's indented body: no line wider than 60 characters
+    (at 79 the browser test found the block scrolling)."""
+    wide = [f"{n}: {line}" for n in MODULES for t in examples(n) for e in t.examples
+            for line in (">>> " + e.source).splitlines() + e.want.splitlines() if len(line) > 60]
+    assert not wide, wide

@@ -260,15 +260,20 @@ class MAML(MetaLearner):
     >>> import torch, torch.nn.functional as F
     >>> from mapping.data import Sinusoid
     >>> from mapping.nn import sinusoid_mlp
-    >>> maml = MAML(sinusoid_mlp(40), alpha=0.01, steps=1, loss_fn=F.mse_loss)
-    >>> batch = Sinusoid.maml().sample(4, 5, 5, torch.Generator().manual_seed(0))  # 4 tasks, K = 5
-    >>> loss = maml.meta_loss(batch)                     # vmapped over the tasks
-    >>> loss.backward()                                  # the meta-gradient, in .grad
-    >>> maml.predict(batch.support_x, batch.support_y, batch.query_x).shape   # after one inner step
+    >>> net = sinusoid_mlp(40)
+    >>> maml = MAML(net, alpha=0.01, loss_fn=F.mse_loss)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batch = Sinusoid.maml().sample(4, 5, 5, g)  # 4 tasks
+    >>> loss = maml.meta_loss(batch)  # vmapped over tasks
+    >>> loss.backward()  # the meta-gradient, in .grad
+    >>> x_s, y_s = batch.support_x, batch.support_y
+    >>> x_q = batch.query_x
+    >>> maml.predict(x_s, y_s, x_q).shape  # after 1 step
     torch.Size([4, 5, 1])
-    >>> learner = maml.clone()                           # one task at a time, as learn2learn
-    >>> learner = learner.adapt(F.mse_loss(learner(batch.support_x[0]), batch.support_y[0]))
-    >>> learner(batch.query_x[0]).shape
+    >>> learner = maml.clone()  # one task, as learn2learn
+    >>> loss_s = F.mse_loss(learner(x_s[0]), y_s[0])
+    >>> learner = learner.adapt(loss_s)
+    >>> learner(x_q[0]).shape
     torch.Size([5, 1])
 
     ``alpha`` defaults to 0.01 (``lr=`` is learn2learn's name for it). ``execution`` (``"vmap"``, ``"chunk"``

@@ -115,11 +115,17 @@ class Reptile(MetaLearner):
     >>> import torch, torch.nn.functional as F
     >>> from mapping.data import Sinusoid
     >>> from mapping.nn import sinusoid_mlp
-    >>> reptile = Reptile(sinusoid_mlp(40), alpha=0.01, steps=5, loss_fn=F.mse_loss)
-    >>> optimizer = torch.optim.SGD(reptile.parameters(), lr=0.1)           # lr: Reptile's beta
-    >>> batch = Sinusoid.maml().sample(4, 5, 5, torch.Generator().manual_seed(0))
-    >>> optimizer.zero_grad(); reptile.meta_loss(batch).backward(); optimizer.step()
-    >>> reptile.diagnostics["inner_losses"].shape        # (tasks, steps)
+    >>> net = sinusoid_mlp(40)
+    >>> reptile = Reptile(net, alpha=0.01, steps=5,
+    ...                   loss_fn=F.mse_loss)
+    >>> params = reptile.parameters()
+    >>> outer = torch.optim.SGD(params, lr=0.1)  # lr: beta
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batch = Sinusoid.maml().sample(4, 5, 5, g)
+    >>> outer.zero_grad()
+    >>> reptile.meta_loss(batch).backward()
+    >>> outer.step()
+    >>> reptile.diagnostics["inner_losses"].shape
     torch.Size([4, 5])
 
     :meth:`meta_loss` follows :mod:`mapping.meta.protocol`: its backward leaves ``theta - mean_i theta'_i`` in

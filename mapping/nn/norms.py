@@ -92,10 +92,10 @@ class primitive_norms(TorchFunctionMode):
     """While active, ``F.layer_norm``, ``F.batch_norm`` and ``F.instance_norm`` run as the primitive-op
     functions of this module (every other call is unchanged).
 
-    >>> import torch
+    >>> import torch, torch.nn.functional as F
     >>> from torch.func import vmap
-    >>> norm = lambda x: torch.nn.functional.layer_norm(x, x.shape[-1:])
-    >>> with primitive_norms():                # exact second-order gradients through normalisation
+    >>> norm = lambda x: F.layer_norm(x, x.shape[-1:])
+    >>> with primitive_norms():  # exact 2nd derivatives
     ...     out = vmap(norm)(torch.randn(3, 4, 5))
     >>> out.shape
     torch.Size([3, 4, 5])
