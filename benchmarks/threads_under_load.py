@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mapping import results  # noqa: E402
+from mapping.report import threads_key  # noqa: E402
 
 CONFIGS = {"1 thread": (1, {}), "2 threads": (2, {}), "2 threads, passive": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
            "2 threads, spin 3k": (2, {"GOMP_SPINCOUNT": "3000"}),
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 p.kill()
                 p.wait()
         for key, values in times.items():
-            metrics[f"busy{load}/{key}/ms_per_step"] = round(min(values), 3)
+            model, setting = key.split("/", 1)
+            metrics[threads_key(load, model, setting)] = round(min(values), 3)
             print(f"{load} busy  {key:<30} {min(values):9.2f} ms/step")
     if args.out:
         command = "python benchmarks/threads_under_load.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -164,6 +164,21 @@ def book_pages_table(record: Mapping[str, Any]) -> str:
                                                                              "peak_mib"))] for p in pages])
 
 
-__all__ = ["book_pages", "book_pages_table", "caption", "compiled_step_key", "compiled_steps_table", "curve_label", "divergence_onset", "fmt", "page_key",
-           "implementations_table", "markdown_table", "memory_table", "metric", "steps_curve", "stopped_curve",
-           "timings"]
+def threads_key(load: int, model: str, setting: str) -> str:
+    """``busy{load}/{model}/{setting}/ms_per_step``: ``benchmarks/threads_under_load.py``'s keys."""
+    return f"busy{load}/{model}/{setting}/ms_per_step"
+
+
+def threads_table(record: Mapping[str, Any]) -> str:
+    """Chapter 7.7's table of a ``benchmark_threads_load`` record: per thread setting, the Conv-4 and MAML steps'
+    ms quiet and with the record's busy processes."""
+    busy = record["config"]["busy"]
+    ms = lambda load, model, c: record["metrics"][threads_key(load, model, c)]  # noqa: E731
+    return markdown_table(["threads", "Conv-4, quiet", f"Conv-4, {busy} busy", "MAML, quiet", f"MAML, {busy} busy"],
+                          [[c] + [f"{ms(load, model, c):.1f}" for model in ("conv4", "maml") for load in (0, busy)]
+                           for c in record["config"]["configs"]])
+
+
+__all__ = ["book_pages", "book_pages_table", "caption", "compiled_step_key", "compiled_steps_table", "curve_label",
+           "divergence_onset", "fmt", "implementations_table", "markdown_table", "memory_table", "metric", "page_key",
+           "steps_curve", "stopped_curve", "threads_key", "threads_table", "timings"]

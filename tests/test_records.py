@@ -246,3 +246,15 @@ def test_digits_key_reads_the_stored_transfer_record():
         seeds = [run.metric(da.key(m, f"seed{s}")) for s in run["config"]["digits"]["seeds"]]
         assert abs(sum(seeds) / len(seeds) - run.metric(da.key(m, "acc"))) < 1e-9
         assert f"{run.metric(da.key(m, 'acc')):.1f}" in next(line for line in table if da.LABELS[m] in line)
+
+
+def test_threads_table_reads_the_stored_thread_settings():
+    from mapping.report import threads_key, threads_table
+    run = results.load("benchmark_threads_load")
+    rows = threads_table(run).splitlines()[2:]
+    assert len(rows) == len(run["config"]["configs"]) >= 5
+    setting = next(iter(run["config"]["configs"]))  # the first row
+    quiet = run.metric(threads_key(0, "maml", setting))
+    assert rows[0].split("|")[1].strip() == setting and f"{quiet:.1f}" in rows[0]
+    with pytest.raises(KeyError, match="busy9"):
+        run.metric(threads_key(9, "maml", setting))
