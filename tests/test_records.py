@@ -258,3 +258,14 @@ def test_threads_table_reads_the_stored_thread_settings():
     assert rows[0].split("|")[1].strip() == setting and f"{quiet:.1f}" in rows[0]
     with pytest.raises(KeyError, match="busy9"):
         run.metric(threads_key(9, "maml", setting))
+
+
+def test_mann_key_reads_the_stored_record():
+    from mapping.experiments import omniglot_mann as mn
+    run = results.load("omniglot_mann")
+    for model in run["config"]["models"]:
+        accs = [run.metric(mn.key(model, "acc", i)) for i in mn.INSTANCES]
+        assert all(0 <= a <= 100 for a in accs) and run.metric(mn.key(model, "train_seconds")) > 0
+    _, rows = families.side_by_side(results.load("omniglot_metric"), results.load("omniglot_maml"), run)
+    mann = next(row for row in rows if row[1] == mn.LABELS["mann"])
+    assert mann[2] == f"{run.metric(mn.key('mann', 'acc', 2)):.1f}"

@@ -20,7 +20,7 @@ from ..results import setting_name
 from ..timing import time_interleaved
 from . import omniglot_maml, omniglot_metric
 from .omniglot_maml import LABELS as MAML_LABELS
-from .omniglot_mann import LABELS as MANN_LABELS
+from .omniglot_mann import LABELS as MANN_LABELS, key as mann_key
 from .omniglot_metric import LABELS as METRIC_LABELS
 
 Record = Mapping[str, Any] | None
@@ -86,8 +86,8 @@ def side_by_side(metric: Record, maml: Record, mann: Record) -> Table:
         rows.append(["optimization-based", "(no stored omniglot_maml record)", "—", "", "—", ""])
     m = mann["metrics"] if mann else {}
     for model in mann["config"]["models"] if mann else []:
-        rows.append(["model-based", MANN_LABELS[model], fmt(m[f"{model}/acc/2"], None, 1),
-                     "2nd presentation, 5-way sequence", _minutes(m, f"{model}/train_seconds"),
+        rows.append(["model-based", MANN_LABELS[model], fmt(m[mann_key(model, "acc", 2)], None, 1),
+                     "2nd presentation, 5-way sequence", _minutes(m, mann_key(model, "train_seconds")),
                      "one forward pass through the sequence, no gradient"])
     if mann is None:
         rows.append(["model-based", "(no stored omniglot_mann record)", "—", "", "—", ""])

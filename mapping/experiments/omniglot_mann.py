@@ -20,6 +20,7 @@ from .. import budget
 from ..data import vinyals_split
 from ..data.sequences import accuracy_by_instance, episode_sequences, offset_labels
 from ..meta.mann import MANN, LSTMLearner
+from ..results import metric_key
 from ..train import train
 
 MODELS = ("mann", "lstm")
@@ -61,6 +62,12 @@ class MannConfig:
                             quick=dict(iterations=100, test_episodes=100),
                             full={}, mode_=mode)
         return cls(**{**sizes, **overrides})
+
+
+def key(model: str, *rest: object) -> str:
+    """The metric keys :func:`run` writes: ``key("mann", "acc", 2)`` -> ``"mann/acc/2"`` (accuracy, %, at the
+    second presentation), ``key("lstm", "train_seconds")``."""
+    return metric_key(model, *rest)
 
 
 def build(model: str, config: MannConfig) -> nn.Module:
@@ -136,16 +143,16 @@ def run(config: MannConfig, data: dict | None = None, progress: bool | None = No
         ckpt = Path(checkpoint_dir) / f"omniglot-mann-{name}-s{config.seed}-{config.iterations}.pt" \
             if checkpoint_dir else None
         model, history = fit(name, config, data["train"], progress, ckpt)
-        metrics[f"{name}/train_seconds"] = history["seconds"]  # over every resumed part
+        metrics[key(name, "train_seconds")] = history["seconds"]  # over every resumed part
         acc = evaluate(model, config, data["test"])  # (instances,)
         for i in INSTANCES:
             if i <= config.instances:
-                metrics[f"{name}/acc/{i}"] = acc[i - 1].item()
+                metrics[key(name, "acc", i)] = acc[i - 1].item()
         curves[name] = [(h["iteration"], h["loss"], h["acc1"], h["acc2"]) for h in history["train"]]
         if curves[name]:
-            metrics[f"{name}/final_loss"] = curves[name][-1][1]
+            metrics[key(name, "final_loss")] = curves[name][-1][1]
     return metrics, curves
 
 
-__all__ = ["INSTANCES", "LABELS", "MODELS", "MannConfig", "PAPER", "build", "episode_loss", "evaluate", "fit",
+__all__ = ["INSTANCES", "LABELS", "MODELS", "MannConfig", "PAPER", "build", "episode_loss", "evaluate", "fit", "key",
            "load", "run"]
