@@ -163,7 +163,8 @@ class MetaLearner(nn.Module):
     """What every optimization-based method shares (the protocol of :mod:`mapping.meta.protocol`): the wrapped
     module as a pure function of its parameters (:meth:`functional_call`), the inner rate ``alpha`` and
     ``steps``, the default ``loss_fn``, the ``execution`` of a task batch, :meth:`adapted` and :meth:`predict`
-    for new tasks, ``clone()`` for one task and :meth:`adaptation_curve`. Subclasses give :meth:`meta_loss`."""
+    for new tasks, ``clone()`` for one task and :meth:`adaptation_curve`. Each method (MAML's family, Reptile)
+    gives ``meta_loss``."""
 
     first_order, adapt_names, allow_unused, allow_nograd = False, None, False, False
 
@@ -236,10 +237,6 @@ class MetaLearner(nn.Module):
         fast, _ = self.adapted(support_x, support_y, loss_fn, steps)  # {name: (tasks, *shape)}
         with torch.no_grad(), primitive_norms():
             return vmap(self._forward)(fast, query_x)  # (tasks, q, ...)
-
-    def meta_loss(self, batch: TaskBatch, loss_fn: LossFn | None = None) -> Tensor:
-        """A 0-dim tensor whose ``backward()`` leaves the meta-gradient in ``.grad`` (each method defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define meta_loss (see mapping.meta.protocol)")
 
     def with_module(self, module: nn.Module) -> "MetaLearner":
         """The same method, with the same settings (``self.options``, the constructor's keywords), around another
